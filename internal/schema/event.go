@@ -49,7 +49,7 @@ func (t EventType) Valid() bool {
 // Event is one record of host activity.
 type Event struct {
 	Schema int       `json:"schema"`
-	Tenant string    `json:"tenant,omitempty"` // set by the server from the agent's certificate
+	Tenant string    `json:"tenant,omitempty"`  // set by the server from the agent's certificate
 	HostID string    `json:"host_id,omitempty"` // set by the server from the agent's certificate
 	BootID string    `json:"boot_id"`
 	Seq    uint64    `json:"seq,omitempty"` // per-agent spool sequence, set from the spool record
@@ -112,7 +112,7 @@ type Ancestor struct {
 
 // Loss reports lost data, cumulative since the agent's data directory was created.
 type Loss struct {
-	RingDropped     map[string]uint64 `json:"ring_dropped,omitempty"` // per hook
+	RingDropped     map[string]uint64 `json:"ring_dropped,omitempty"`  // per hook
 	SpoolDropped    uint64            `json:"spool_dropped,omitempty"` // records dropped on overflow
 	SpoolCorrupt    uint64            `json:"spool_corrupt,omitempty"` // records lost to corruption
 	DroppedSeqFirst uint64            `json:"dropped_seq_first,omitempty"`
