@@ -1,0 +1,149 @@
+// Package wire holds the messages exchanged between agent and server on the
+// agent endpoint (/agent/v1/…), and the enrollment token format.
+//
+// The trap: nothing in a message identifies the agent or its tenant; the
+// server takes both from the verified client certificate, so a message body
+// can never speak for another host.
+package wire
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/mamori-edr/mamori/internal/schema"
+)
+
+// Agent endpoint paths.
+const (
+	PathEnroll    = "/agent/v1/enroll"
+	PathEvents    = "/agent/v1/events"
+	PathHeartbeat = "/agent/v1/heartbeat"
+)
+
+// Limits the server enforces on a batch; the agent stays below them.
+const (
+	MaxBatchCompressed   = 16 << 20 // bytes on the wire
+	MaxBatchDecompressed = 64 << 20 // bytes after gunzip (zip-bomb guard)
+	MaxBatchRecords      = 20000
+)
+
+// EnrollRequest trades a one-time token for a certificate.
+type EnrollRequest struct {
+	Token        string `json:"token"`
+	CSR          string `json:"csr"` // PEM certificate request
+	Hostname     string `json:"hostname"`
+	OS           string `json:"os"`
+	Kernel       string `json:"kernel"`
+	AgentVersion string `json:"agent_version"`
+	MachineID    string `json:"machine_id,omitempty"`
+}
+
+// EnrollResponse carries the agent's identity and certificate.
+type EnrollResponse struct {
+	HostID string `json:"host_id"`
+	Tenant string `json:"tenant"`
+	Cert   string `json:"cert"` // PEM
+	CA     string `json:"ca"`   // PEM
+}
+
+// Record is one spooled event with its spool sequence number.
+type Record struct {
+	Seq   uint64          `json:"seq"`
+	Event json.RawMessage `json:"event"`
+}
+
+// Batch is what the agent sends: records in strictly increasing seq order.
+type Batch struct {
+	BootID  string       `json:"boot_id"`
+	Records []Record     `json:"records"`
+	Loss    *schema.Loss `json:"loss,omitempty"`
+	Status  *AgentStatus `json:"status,omitempty"`
+}
+
+// BatchResponse acknowledges a durably stored batch.
+type BatchResponse struct {
+	AckedSeq   uint64 `json:"acked_seq"`
+	Stored     int    `json:"stored"`
+	Duplicates int    `json:"duplicates"`
+}
+
+// Heartbeat reports status when there is nothing to send.
+type Heartbeat struct {
+	BootID string       `json:"boot_id"`
+	Status *AgentStatus `json:"status,omitempty"`
+}
+
+// Error is the JSON body of every error response.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// AgentStatus is what `mamori-agent status` shows and the server keeps.
+type AgentStatus struct {
+	Version     string            `json:"version"`
+	HostID      string            `json:"host_id"`
+	Tenant      string            `json:"tenant"`
+	Hostname    string            `json:"hostname"`
+	BootID      string            `json:"boot_id"`
+	Started     string            `json:"started"`
+	SensorMode  string            `json:"sensor_mode"`
+	Hooks       []string          `json:"hooks"`
+	EventsTotal uint64            `json:"events_total"`
+	EventsPerS  float64           `json:"events_per_s"`
+	RingDropped map[string]uint64 `json:"ring_dropped"`
+	Spool       SpoolStatus       `json:"spool"`
+	Connection  ConnStatus        `json:"connection"`
+	Hash        map[string]uint64 `json:"hash,omitempty"`
+}
+
+// SpoolStatus summarises the agent's spool.
+type SpoolStatus struct {
+	Bytes    int64  `json:"bytes"`
+	Segments int    `json:"segments"`
+	Pending  uint64 `json:"pending"`
+	LastSeq  uint64 `json:"last_seq"`
+	AckedSeq uint64 `json:"acked_seq"`
+	Dropped  uint64 `json:"dropped"`
+	Corrupt  uint64 `json:"corrupt"`
+}
+
+// ConnStatus describes the agent's link to the server.
+type ConnStatus struct {
+	State     string `json:"state"` // connected, disconnected, revoked
+	Server    string `json:"server"`
+	LastAck   string `json:"last_ack,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Enrollment tokens look like "mmr1.SECRET.PIN": SECRET is random, PIN the
+// hex SHA-256 of the CA's public key the agent must find on the server.
+const tokenPrefix = "mmr1"
+
+var (
+	secretRE = regexp.MustCompile(`^[A-Za-z0-9_-]{16,128}$`)
+	pinRE    = regexp.MustCompile(`^[0-9a-f]{64}$`)
+)
+
+// ErrBadToken means a token string is not in the mmr1 format.
+var ErrBadToken = errors.New("malformed enrollment token")
+
+// FormatToken builds a token from its secret and the CA pin.
+func FormatToken(secret, pin string) string { return tokenPrefix + "." + secret + "." + pin }
+
+// ParseToken splits a token into secret and CA pin.
+func ParseToken(tok string) (secret, pin string, err error) {
+	parts := strings.Split(strings.TrimSpace(tok), ".")
+	if len(parts) != 3 || parts[0] != tokenPrefix {
+		return "", "", fmt.Errorf("%w: want mmr1.SECRET.PIN", ErrBadToken)
+	}
+	if !secretRE.MatchString(parts[1]) {
+		return "", "", fmt.Errorf("%w: bad secret", ErrBadToken)
+	}
+	if !pinRE.MatchString(parts[2]) {
+		return "", "", fmt.Errorf("%w: bad CA pin", ErrBadToken)
+	}
+	return parts[1], parts[2], nil
+}
