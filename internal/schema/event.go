@@ -29,12 +29,16 @@ const (
 	ProcessExit EventType = "process_exit"
 	// ProcessSnapshot is a process already running when the agent started.
 	ProcessSnapshot EventType = "process_snapshot"
+	// ProcessHash carries the executable hash of a process whose exec event
+	// was sent before hashing finished (a large or busy file): the event path
+	// never waits long for a hash.
+	ProcessHash EventType = "process_hash"
 	// AgentLoss reports data the agent lost (ring-buffer drops, spool overflow).
 	AgentLoss EventType = "agent_loss"
 )
 
 // KnownEventTypes lists every event type, for validation of filters.
-var KnownEventTypes = []EventType{ProcessExec, ProcessFork, ProcessExit, ProcessSnapshot, AgentLoss}
+var KnownEventTypes = []EventType{ProcessExec, ProcessFork, ProcessExit, ProcessSnapshot, ProcessHash, AgentLoss}
 
 // Valid reports whether t is a known event type.
 func (t EventType) Valid() bool {
@@ -93,7 +97,7 @@ type Process struct {
 }
 
 // FileHash is the content hash of an executable. Status says why hashes are
-// absent: "ok", "too_large", "busy", "gone" (file vanished or changed before
+// absent: "ok", "pending" (a process_hash event follows), "too_large", "busy", "gone" (file vanished or changed before
 // it could be read), "error".
 type FileHash struct {
 	SHA256 string `json:"sha256,omitempty"`
