@@ -79,7 +79,25 @@ type Heartbeat struct {
 // Error is the JSON body of every error response.
 type Error struct {
 	Error string `json:"error"`
+	// Code is a stable machine-readable reason (one of the Code constants).
+	Code string `json:"code,omitempty"`
+	// Seq names the offending record when Code is CodeBadRecord.
+	Seq uint64 `json:"seq,omitempty"`
 }
+
+// Error codes the agent endpoint returns, so an agent can act on them.
+const (
+	// CodeBadRecord: record Seq can never be stored; the agent drops that
+	// record (counting it as lost) and resends the rest, never retries as is.
+	CodeBadRecord = "bad_record"
+	// CodeBadBatch: the batch body is not decodable; retrying the same bytes
+	// will fail again.
+	CodeBadBatch = "bad_batch"
+	// CodeTooLarge: over a limit above; split the batch and resend.
+	CodeTooLarge = "too_large"
+	// CodeStoreUnavailable: the server could not store; keep the spool, retry later.
+	CodeStoreUnavailable = "store_unavailable"
+)
 
 // AgentStatus is what `mamori-agent status` shows and the server keeps.
 type AgentStatus struct {
