@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# test.sh installs what the tests need and runs every check CI runs: format,
+# vet, the generated eBPF output, the static agent build, unit and kernel tests
+# (with -race), the end-to-end tests with real binaries, and a fuzz smoke run.
+# Usage: sudo bash scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --test
+export PATH=/usr/local/go/bin:$PATH
+export GOFLAGS=${GOFLAGS:--buildvcs=false}
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "gofmt"
+make -s fmt-check
+step "go vet"
+go vet ./...
+step "eBPF objects match their sources"
+if [[ -d .git ]]; then make -s check-generate; else echo "not a git checkout: skipped"; fi
+step "agent is a static binary"
+CGO_ENABLED=0 go build -o /tmp/mamori-agent-static ./cmd/mamori-agent
+file /tmp/mamori-agent-static | grep -q 'statically linked' || { file /tmp/mamori-agent-static; echo "agent is not static"; exit 1; }
+rm -f /tmp/mamori-agent-static
+
+# Unit, kernel and end-to-end suites run side by side on the two cores; each
+# writes its own log, printed whole so CI's reader sees every go test line.
+step "tests (unit + kernel with -race; end-to-end with real binaries)"
+logdir=$(mktemp -d)
+go test -race -count=1 -timeout 20m $(go list ./... | grep -v /test/e2e) >"$logdir/unit.log" 2>&1 &
+unit=$!
+go test -count=1 -timeout 20m -v ./test/e2e/... >"$logdir/e2e.log" 2>&1 &
+e2e=$!
+rc=0
+wait $unit || rc=1
+wait $e2e || rc=1
+cat "$logdir/unit.log"
+grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' "$logdir/e2e.log" || true
+tail -5 "$logdir/e2e.log"
+if [[ $rc -ne 0 ]]; then
+	echo "tests FAILED (full logs in $logdir)"
+	exit 1
+fi
+
+step "fuzz smoke"
+bash scripts/fuzz.sh "${FUZZTIME:-5s}"
+echo "all checks passed"

@@ -1,0 +1,419 @@
+// Package e2e runs Mamori as operators do: the real `mamori` server and the
+// real `mamori-agent` binaries as separate processes, the agent's eBPF sensor
+// on this kernel, and the CLI to read the result back.
+//
+// The trap: everything here is asynchronous (ring buffer, spool, batching),
+// so tests wait for conditions with deadlines instead of sleeping.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mamori-edr/mamori/internal/schema"
+)
+
+var mamoriBin, agentBin string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Println("e2e: skipped: needs root (the agent loads eBPF programs)")
+		os.Exit(0)
+	}
+	dir, err := os.MkdirTemp("", "mamori-e2e-bin-")
+	if err != nil {
+		panic(err)
+	}
+	mamoriBin, agentBin = filepath.Join(dir, "mamori"), filepath.Join(dir, "mamori-agent")
+	for bin, pkg := range map[string]string{mamoriBin: "../../cmd/mamori", agentBin: "../../cmd/mamori-agent"} {
+		cmd := exec.Command("go", "build", "-o", bin, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Printf("e2e: build %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is a Mamori process started by a test.
+type proc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func start(t *testing.T, logPath string, bin string, args ...string) *proc {
+	t.Helper()
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	p := &proc{t: t, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() { p.err = cmd.Wait(); f.Close(); close(p.done) }()
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+// stop sends SIGTERM and requires a clean exit within the drain time.
+func (p *proc) stop() {
+	p.t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		if p.err != nil {
+			p.t.Errorf("%s exited uncleanly after SIGTERM: %v\n%s", p.cmd.Path, p.err, tail(p.log))
+		}
+	case <-time.After(30 * time.Second):
+		p.t.Errorf("%s did not exit 30s after SIGTERM", p.cmd.Path)
+		p.kill()
+	}
+}
+
+func (p *proc) kill() {
+	select {
+	case <-p.done:
+	default:
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func (p *proc) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+// env is one server data directory and one agent data directory.
+type env struct {
+	t         *testing.T
+	dir       string
+	listen    string
+	srvDir    string
+	agentDir  string
+	server    *proc
+	agent     *proc
+	serverURL string
+}
+
+func newEnv(t *testing.T) *env {
+	dir := t.TempDir()
+	e := &env{t: t, dir: dir, listen: freePort(t), srvDir: filepath.Join(dir, "server"), agentDir: filepath.Join(dir, "agent")}
+	return e
+}
+
+func freePort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func (e *env) startServer() {
+	e.t.Helper()
+	e.server = start(e.t, filepath.Join(e.dir, "server.log"), mamoriBin, "server", "--data", e.srvDir, "--listen", e.listen)
+	waitFor(e.t, 30*time.Second, "server ready", func() bool {
+		if !e.server.alive() {
+			e.t.Fatalf("server exited:\n%s", tail(e.server.log))
+		}
+		_, err := e.cli("hosts")
+		return err == nil
+	})
+	e.serverURL = "https://" + e.listen
+}
+
+func (e *env) startAgent(enroll bool) {
+	e.t.Helper()
+	args := []string{"--data", e.agentDir}
+	if enroll {
+		tok, err := e.cli("token", "create", "--ttl", "5m")
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		args = append(args, "--server", e.serverURL, "--enroll-token", strings.TrimSpace(tok))
+	}
+	e.agent = start(e.t, filepath.Join(e.dir, "agent.log"), agentBin, args...)
+	waitFor(e.t, 30*time.Second, "agent sensor running", func() bool {
+		if !e.agent.alive() {
+			e.t.Fatalf("agent exited:\n%s", tail(e.agent.log))
+		}
+		st, err := e.agentStatus()
+		return err == nil && st.SensorMode != "" && st.SensorMode != "none"
+	})
+}
+
+type agentStatus struct {
+	SensorMode string   `json:"sensor_mode"`
+	Hooks      []string `json:"hooks"`
+	HostID     string   `json:"host_id"`
+	Spool      struct {
+		Pending uint64 `json:"pending"`
+		LastSeq uint64 `json:"last_seq"`
+	} `json:"spool"`
+	Connection struct {
+		State string `json:"state"`
+	} `json:"connection"`
+}
+
+func (e *env) agentStatus() (agentStatus, error) {
+	var st agentStatus
+	out, err := exec.Command(agentBin, "status", "--data", e.agentDir, "--json").Output()
+	if err != nil {
+		return st, err
+	}
+	return st, json.Unmarshal(out, &st)
+}
+
+// cli runs a mamori client verb against the test server.
+func (e *env) cli(args ...string) (string, error) {
+	args = append(args, "--data", e.srvDir)
+	var out, errb bytes.Buffer
+	cmd := exec.Command(mamoriBin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("mamori %s: %w: %s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String(), nil
+}
+
+// events runs `mamori events --json` and decodes every line.
+func (e *env) events(args ...string) []schema.Event {
+	e.t.Helper()
+	out, err := e.cli(append([]string{"events", "--json", "--limit", "100000"}, args...)...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	var evs []schema.Event
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		if strings.TrimSpace(sc.Text()) == "" {
+			continue
+		}
+		var ev schema.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			e.t.Fatalf("events --json line %q: %v", sc.Text(), err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// copyExe copies /bin/true to a unique path, so its executions are ours alone.
+func copyExe(t *testing.T, dir, name string) string {
+	t.Helper()
+	b, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func runLoop(t *testing.T, exe string, n int) {
+	t.Helper()
+	script := fmt.Sprintf(`i=0; while [ $i -lt %d ]; do "$0" loop-arg; i=$((i+1)); done`, n)
+	if out, err := exec.Command("/bin/sh", "-c", script, exe).CombinedOutput(); err != nil {
+		t.Fatalf("workload: %v: %s", err, out)
+	}
+}
+
+// countExactlyOnce waits until n exec events of exe are stored, then checks
+// that no process was stored twice.
+func (e *env) countExactlyOnce(exe string, n int, d time.Duration) {
+	e.t.Helper()
+	var evs []schema.Event
+	deadline := time.Now().Add(d)
+	for {
+		evs = e.events("--type", "process_exec", "--where", "process.exe="+exe)
+		if len(evs) >= n || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if len(evs) != n {
+		e.t.Fatalf("stored %d exec events of %s, want exactly %d", len(evs), exe, n)
+	}
+	seen := map[string]bool{}
+	for _, ev := range evs {
+		if seen[ev.Process.EntityID] {
+			e.t.Fatalf("process %s stored twice", ev.Process.EntityID)
+		}
+		seen[ev.Process.EntityID] = true
+	}
+}
+
+func TestCommandQueryableWithLineage(t *testing.T) {
+	e := newEnv(t)
+	e.startServer()
+	e.startAgent(true)
+
+	exe := copyExe(t, e.dir, "e2e-marker")
+	cmd := exec.Command("/bin/sh", "-c", `"$0" hello-from-e2e --flag`, exe)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	var ev schema.Event
+	waitFor(t, 15*time.Second, "the exec to be queryable", func() bool {
+		evs := e.events("--type", "process_exec", "--where", "process.exe="+exe)
+		if len(evs) == 1 {
+			ev = evs[0]
+			return true
+		}
+		return false
+	})
+	p := ev.Process
+	if got := strings.Join(p.Args, " "); got != exe+" hello-from-e2e --flag" {
+		t.Errorf("args = %q", got)
+	}
+	if p.Hash == nil || p.Hash.SHA256 == "" || p.Hash.MD5 == "" {
+		t.Errorf("exec event has no hashes: %+v", p.Hash)
+	}
+	if ev.Parent == nil || !strings.HasSuffix(ev.Parent.Exe, "sh") {
+		t.Errorf("parent = %+v, want the shell", ev.Parent)
+	}
+
+	out, err := e.cli("tree", p.EntityID, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tree struct {
+		Process   schema.Process   `json:"process"`
+		Ancestors []schema.Process `json:"ancestors"`
+	}
+	if err := json.Unmarshal([]byte(out), &tree); err != nil {
+		t.Fatalf("tree --json: %v\n%s", err, out)
+	}
+	if len(tree.Ancestors) < 2 || tree.Ancestors[0].PID != 1 {
+		t.Fatalf("lineage does not reach pid 1: %+v", tree.Ancestors)
+	}
+	if last := tree.Ancestors[len(tree.Ancestors)-1]; last.EntityID != p.ParentEntityID {
+		t.Errorf("nearest ancestor %s, want the parent %s", last.EntityID, p.ParentEntityID)
+	}
+	hosts, err := e.cli("hosts", "--json")
+	if err != nil || !strings.Contains(hosts, ev.HostID) {
+		t.Errorf("hosts does not list %s: %v %s", ev.HostID, err, hosts)
+	}
+	e.agent.stop()
+	e.server.stop()
+}
+
+func TestNoLossWhileServerDown(t *testing.T) {
+	e := newEnv(t)
+	e.startServer()
+	e.startAgent(true)
+	e.server.stop()
+
+	exe := copyExe(t, e.dir, "e2e-offline")
+	runLoop(t, exe, 500)
+	e.startServer()
+	e.countExactlyOnce(exe, 500, 60*time.Second)
+	e.agent.stop()
+	e.server.stop()
+}
+
+func TestNoLossAfterAgentKill9(t *testing.T) {
+	e := newEnv(t)
+	e.startServer()
+	e.startAgent(true)
+
+	// Pending data in the spool: the server is away while the workload runs.
+	e.server.stop()
+	exe := copyExe(t, e.dir, "e2e-kill9")
+	runLoop(t, exe, 300)
+	waitFor(t, 20*time.Second, "the workload in the agent's spool", func() bool {
+		st, err := e.agentStatus()
+		return err == nil && st.Spool.Pending >= 300
+	})
+	e.agent.cmd.Process.Kill()
+	<-e.agent.done
+	e.startServer()
+	e.startAgent(false)
+	e.countExactlyOnce(exe, 300, 60*time.Second)
+
+	// Mid-batch: kill while a stream of execs is being shipped, restart, and
+	// require that the server holds every seq the agent spooled (no gaps) and
+	// no process twice.
+	exe2 := copyExe(t, e.dir, "e2e-kill9-stream")
+	done := make(chan struct{})
+	go func() { defer close(done); runLoop(t, exe2, 2000) }()
+	time.Sleep(700 * time.Millisecond)
+	e.agent.cmd.Process.Kill()
+	<-e.agent.done
+	<-done
+	e.startAgent(false)
+	var st agentStatus
+	waitFor(t, 60*time.Second, "the agent's spool to drain", func() bool {
+		var err error
+		st, err = e.agentStatus()
+		return err == nil && st.Spool.Pending == 0 && st.Connection.State == "connected"
+	})
+	evs := e.events("--type", "process_exec", "--where", "process.exe="+exe2)
+	seen := map[string]bool{}
+	for _, ev := range evs {
+		if seen[ev.Process.EntityID] {
+			t.Fatalf("process %s stored twice", ev.Process.EntityID)
+		}
+		seen[ev.Process.EntityID] = true
+	}
+	if len(evs) == 0 {
+		t.Fatal("no event of the stream was stored")
+	}
+	out, err := e.cli("hosts", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out, `"first_seq"`) {
+		t.Errorf("gaps recorded after kill -9: %s", out)
+	}
+	t.Logf("stream: %d of 2000 execs stored (the rest ran while the agent was dead)", len(evs))
+	e.agent.stop()
+	e.server.stop()
+}
