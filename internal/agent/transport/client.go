@@ -1,0 +1,402 @@
+package transport
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/mamori-edr/mamori/internal/pki"
+	"github.com/mamori-edr/mamori/internal/wire"
+)
+
+// Connection states reported in wire.ConnStatus.State.
+const (
+	StateConnected    = "connected"
+	StateDisconnected = "disconnected"
+	StateRevoked      = "revoked"
+)
+
+var (
+	// ErrRevoked means the server refused the agent's certificate (HTTP 401
+	// or 403): sending stops, spooling goes on.
+	ErrRevoked = errors.New("server refused the agent certificate (revoked?)")
+	// ErrRejected means the server refused a batch's content (HTTP 400, 413
+	// or 422); retrying the same bytes would fail the same way.
+	ErrRejected = errors.New("server rejected the batch")
+)
+
+// HTTPError is a non-2xx answer from the server. It matches ErrRevoked or
+// ErrRejected through errors.Is according to its status.
+type HTTPError struct {
+	Status int
+	Msg    string
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("server: HTTP %d: %s", e.Status, e.Msg) }
+
+// Is classifies the status for errors.Is.
+func (e *HTTPError) Is(target error) bool {
+	switch target {
+	case ErrRevoked:
+		return e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
+	case ErrRejected:
+		return e.Status == http.StatusBadRequest || e.Status == http.StatusRequestEntityTooLarge ||
+			e.Status == http.StatusUnprocessableEntity
+	}
+	return false
+}
+
+// Retryable reports whether err is worth retrying later: network failures,
+// timeouts and server-side errors, but not revocation or rejection.
+func Retryable(err error) bool {
+	if err == nil || errors.Is(err, ErrRevoked) || errors.Is(err, ErrRejected) {
+		return false
+	}
+	return !errors.Is(err, context.Canceled)
+}
+
+// Endpoint is one way to reach the server. Today it is a direct URL; proxies
+// and relays will add fields, and the client tries endpoints in order.
+type Endpoint struct {
+	URL string
+}
+
+// ClientOptions configure a Client. Zero values take the defaults.
+type ClientOptions struct {
+	// Endpoints are tried in order; default: the server of the identity.
+	Endpoints []Endpoint
+	// RequestTimeout bounds one request; default 60 s.
+	RequestTimeout time.Duration
+	// MinBackoff and MaxBackoff bound retry delays; defaults 500 ms and 30 s.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// Client sends batches and heartbeats over mutual TLS with the identity
+// stored by Enroll. It is safe for concurrent use.
+type Client struct {
+	id        Identity
+	endpoints []*url.URL
+	hc        *http.Client
+	opts      ClientOptions
+
+	mu     sync.Mutex
+	cur    int // index of the endpoint in use
+	status wire.ConnStatus
+}
+
+// NewClient loads the identity, key, certificate and CA from dataDir. The
+// stored CA is the only root trusted for the server.
+func NewClient(dataDir string, opts ClientOptions) (*Client, error) {
+	id, err := LoadIdentity(dataDir)
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := os.ReadFile(filepath.Join(dataDir, CAFile))
+	if err != nil {
+		return nil, fmt.Errorf("client: read ca: %w", err)
+	}
+	ca, err := pki.ParseCertPEM(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("client: %s: %w", CAFile, err)
+	}
+	if id.CAPin != "" && pki.Pin(ca) != id.CAPin {
+		return nil, fmt.Errorf("client: %s: %w", CAFile, ErrPinMismatch)
+	}
+	cert, err := tls.LoadX509KeyPair(filepath.Join(dataDir, CertFile), filepath.Join(dataDir, KeyFile))
+	if err != nil {
+		return nil, fmt.Errorf("client: agent certificate: %w", err)
+	}
+	if len(opts.Endpoints) == 0 {
+		opts.Endpoints = []Endpoint{{URL: id.Server}}
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 60 * time.Second
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 500 * time.Millisecond
+	}
+	if opts.MaxBackoff <= 0 {
+		opts.MaxBackoff = 30 * time.Second
+	}
+	c := &Client{id: *id, opts: opts}
+	for i, ep := range opts.Endpoints {
+		u, err := parseServerURL(ep.URL)
+		if err != nil {
+			return nil, fmt.Errorf("client: endpoint %d: %w", i, err)
+		}
+		c.endpoints = append(c.endpoints, u)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	tr := &http.Transport{
+		TLSClientConfig: &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{cert},
+			RootCAs:      roots,
+			NextProtos:   []string{"h2", "http/1.1"},
+		},
+		ForceAttemptHTTP2:     true,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: opts.RequestTimeout,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   2,
+		// We gzip request bodies ourselves; responses are small.
+		DisableCompression: true,
+	}
+	c.hc = &http.Client{Transport: tr, Timeout: opts.RequestTimeout}
+	c.status = wire.ConnStatus{State: StateDisconnected, Server: c.endpoints[0].String()}
+	return c, nil
+}
+
+// Identity returns the identity the client speaks for.
+func (c *Client) Identity() Identity { return c.id }
+
+// Status returns the connection state, last ack time and last error.
+func (c *Client) Status() wire.ConnStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+// Revoked reports whether the server last refused the certificate.
+func (c *Client) Revoked() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status.State == StateRevoked
+}
+
+// Close releases idle connections.
+func (c *Client) Close() { c.hc.CloseIdleConnections() }
+
+// ErrBatchTooLarge means a batch exceeds wire's limits before sending.
+var ErrBatchTooLarge = errors.New("batch exceeds wire limits")
+
+// EncodeBatch returns the gzip-compressed JSON of b, checking wire's limits.
+func EncodeBatch(b wire.Batch) ([]byte, error) {
+	if len(b.Records) > wire.MaxBatchRecords {
+		return nil, fmt.Errorf("%w: %d records > %d", ErrBatchTooLarge, len(b.Records), wire.MaxBatchRecords)
+	}
+	raw, err := json.Marshal(b)
+	if err != nil {
+		return nil, fmt.Errorf("encode batch: %w", err)
+	}
+	if len(raw) > wire.MaxBatchDecompressed {
+		return nil, fmt.Errorf("%w: %d bytes > %d uncompressed", ErrBatchTooLarge, len(raw), wire.MaxBatchDecompressed)
+	}
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	if _, err := zw.Write(raw); err != nil {
+		return nil, fmt.Errorf("compress batch: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("compress batch: %w", err)
+	}
+	if buf.Len() > wire.MaxBatchCompressed {
+		return nil, fmt.Errorf("%w: %d bytes > %d compressed", ErrBatchTooLarge, buf.Len(), wire.MaxBatchCompressed)
+	}
+	return buf.Bytes(), nil
+}
+
+// SendBatch makes one attempt to deliver b. Errors match ErrRevoked,
+// ErrRejected or ErrBatchTooLarge, or are retryable (see Retryable).
+func (c *Client) SendBatch(ctx context.Context, b wire.Batch) (wire.BatchResponse, error) {
+	body, err := EncodeBatch(b)
+	if err != nil {
+		return wire.BatchResponse{}, err
+	}
+	var resp wire.BatchResponse
+	if err := c.post(ctx, wire.PathEvents, body, true, &resp); err != nil {
+		return wire.BatchResponse{}, err
+	}
+	if n := len(b.Records); n > 0 && resp.AckedSeq > b.Records[n-1].Seq {
+		// An ack beyond what we sent would make us delete unsent data.
+		return wire.BatchResponse{}, fmt.Errorf("server acked seq %d beyond the batch's last %d", resp.AckedSeq, b.Records[n-1].Seq)
+	}
+	c.mu.Lock()
+	c.status.LastAck = time.Now().UTC().Format(time.RFC3339)
+	c.mu.Unlock()
+	return resp, nil
+}
+
+// Heartbeat makes one attempt to report status when there is nothing to send.
+func (c *Client) Heartbeat(ctx context.Context, hb wire.Heartbeat) error {
+	raw, err := json.Marshal(hb)
+	if err != nil {
+		return fmt.Errorf("encode heartbeat: %w", err)
+	}
+	return c.post(ctx, wire.PathHeartbeat, raw, false, nil)
+}
+
+func (c *Client) post(ctx context.Context, path string, body []byte, gzipped bool, out any) error {
+	c.mu.Lock()
+	base := c.endpoints[c.cur]
+	c.mu.Unlock()
+	err := c.do(ctx, base, path, body, gzipped, out)
+	c.record(base, err)
+	return err
+}
+
+func (c *Client) do(ctx context.Context, base *url.URL, path string, body []byte, gzipped bool, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base.JoinPath(path).String(), bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("request: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if gzipped {
+		req.Header.Set("Content-Encoding", "gzip")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("post %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("post %s: read response: %w", path, err)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return &HTTPError{Status: resp.StatusCode, Msg: errorText(rb)}
+	}
+	if out != nil {
+		if err := json.Unmarshal(rb, out); err != nil {
+			return fmt.Errorf("post %s: response: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// record updates the connection status after an attempt, and moves to the
+// next endpoint after a network-level failure.
+func (c *Client) record(base *url.URL, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.status.Server = base.String()
+	var he *HTTPError
+	switch {
+	case err == nil:
+		c.status.State, c.status.LastError = StateConnected, ""
+	case errors.Is(err, ErrRevoked):
+		c.status.State, c.status.LastError = StateRevoked, err.Error()
+	case errors.As(err, &he):
+		// The server answered: the link works, the request did not.
+		c.status.State, c.status.LastError = StateConnected, err.Error()
+	case errors.Is(err, context.Canceled):
+		// Our own shutdown says nothing about the link.
+	default:
+		c.status.State, c.status.LastError = StateDisconnected, err.Error()
+		if len(c.endpoints) > 1 {
+			c.cur = (c.cur + 1) % len(c.endpoints)
+		}
+	}
+}
+
+// Backoff yields exponentially growing delays with full jitter, so a fleet
+// of agents coming back after a server outage does not arrive in lockstep.
+type Backoff struct {
+	Min, Max time.Duration
+	n        int
+}
+
+// Next returns the delay before the next retry.
+func (b *Backoff) Next() time.Duration {
+	ceil := b.Min << min(b.n, 30)
+	if ceil <= 0 || ceil > b.Max {
+		ceil = b.Max
+	} else {
+		b.n++
+	}
+	// Half fixed, half random: never zero, never above ceil.
+	return ceil/2 + rand.N(ceil/2+1)
+}
+
+// Reset starts the sequence again after a success.
+func (b *Backoff) Reset() { b.n = 0 }
+
+// DeliverResult is the outcome of Deliver.
+type DeliverResult struct {
+	// AckedSeq is the highest seq the spool may acknowledge: stored by the
+	// server, or rejected and skipped.
+	AckedSeq   uint64
+	Stored     int
+	Duplicates int
+	// Rejected lists the seqs the server refused one by one; they are lost
+	// and must be reported as such.
+	Rejected []uint64
+	// RejectedErrs holds the server's reason for each rejected seq.
+	RejectedErrs []string
+	// Retries counts failed attempts that were retried.
+	Retries int
+}
+
+// Deliver sends b until the server acknowledges it: retryable failures are
+// retried with backoff; a rejected batch is split in halves to isolate the
+// bad records, which are skipped and listed; revocation returns ErrRevoked
+// at once. It returns early with ctx's error, reporting what was acked so far.
+func (c *Client) Deliver(ctx context.Context, b wire.Batch) (DeliverResult, error) {
+	var res DeliverResult
+	bo := &Backoff{Min: c.opts.MinBackoff, Max: c.opts.MaxBackoff}
+	err := c.deliver(ctx, b, &res, bo)
+	return res, err
+}
+
+func (c *Client) deliver(ctx context.Context, b wire.Batch, res *DeliverResult, bo *Backoff) error {
+	for {
+		resp, err := c.SendBatch(ctx, b)
+		if err == nil {
+			bo.Reset()
+			res.AckedSeq = max(res.AckedSeq, resp.AckedSeq)
+			res.Stored += resp.Stored
+			res.Duplicates += resp.Duplicates
+			return nil
+		}
+		switch {
+		case errors.Is(err, ErrRevoked):
+			return err
+		case errors.Is(err, ErrRejected) || errors.Is(err, ErrBatchTooLarge):
+			n := len(b.Records)
+			if n == 0 {
+				// Only loss/status rode on this batch: nothing to skip.
+				return err
+			}
+			if n == 1 {
+				res.Rejected = append(res.Rejected, b.Records[0].Seq)
+				res.RejectedErrs = append(res.RejectedErrs, err.Error())
+				res.AckedSeq = max(res.AckedSeq, b.Records[0].Seq)
+				return nil
+			}
+			first, second := b, b
+			first.Records, second.Records = b.Records[:n/2], b.Records[n/2:]
+			second.Loss, second.Status = nil, nil
+			if err := c.deliver(ctx, first, res, bo); err != nil {
+				return err
+			}
+			return c.deliver(ctx, second, res, bo)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		res.Retries++
+		t := time.NewTimer(bo.Next())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
