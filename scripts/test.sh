@@ -24,18 +24,24 @@ rm -f /tmp/mamori-agent-static
 
 # Unit, kernel and end-to-end suites run side by side on the two cores; each
 # writes its own log, printed whole so CI's reader sees every go test line.
-step "tests (unit + kernel with -race; end-to-end with real binaries)"
+step "tests (unit + kernel with -race; end-to-end with real binaries; stock kernels under QEMU)"
 logdir=$(mktemp -d)
 go test -race -count=1 -timeout 20m $(go list ./... | grep -v /test/e2e) >"$logdir/unit.log" 2>&1 &
 unit=$!
 go test -count=1 -timeout 20m -v ./test/e2e/... >"$logdir/e2e.log" 2>&1 &
 e2e=$!
+bash scripts/test-kernels.sh >"$logdir/kernels.log" 2>&1 &
+kernels=$!
 rc=0
-wait $unit || rc=1
-wait $e2e || rc=1
+wait $unit || { rc=1; echo "unit/kernel tests failed"; }
+wait $e2e || { rc=1; echo "end-to-end tests failed"; }
+wait $kernels || { rc=1; echo "tests on stock kernels (QEMU) failed"; }
 cat "$logdir/unit.log"
+step "end-to-end"
 grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' "$logdir/e2e.log" || true
 tail -5 "$logdir/e2e.log"
+step "eBPF tests on stock Debian kernels (QEMU)"
+grep -E '^(--- kernel|vmtest:|--- |PASS|FAIL|ok|panic)' "$logdir/kernels.log" || true
 if [[ $rc -ne 0 ]]; then
 	echo "tests FAILED (full logs in $logdir)"
 	exit 1
