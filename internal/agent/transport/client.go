@@ -44,20 +44,41 @@ var (
 type HTTPError struct {
 	Status int
 	Msg    string
+	Code   string // wire.Code* when the server gave one
+	Seq    uint64 // the offending record for wire.CodeBadRecord
 }
 
-func (e *HTTPError) Error() string { return fmt.Sprintf("server: HTTP %d: %s", e.Status, e.Msg) }
+func (e *HTTPError) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("server: HTTP %d (%s): %s", e.Status, e.Code, e.Msg)
+	}
+	return fmt.Sprintf("server: HTTP %d: %s", e.Status, e.Msg)
+}
 
-// Is classifies the status for errors.Is.
+// Is classifies the status and code for errors.Is.
 func (e *HTTPError) Is(target error) bool {
 	switch target {
 	case ErrRevoked:
 		return e.Status == http.StatusUnauthorized || e.Status == http.StatusForbidden
 	case ErrRejected:
+		if e.Code == wire.CodeStoreUnavailable {
+			return false
+		}
 		return e.Status == http.StatusBadRequest || e.Status == http.StatusRequestEntityTooLarge ||
 			e.Status == http.StatusUnprocessableEntity
+	case ErrBatchTooLarge:
+		return e.Status == http.StatusRequestEntityTooLarge || e.Code == wire.CodeTooLarge
 	}
 	return false
+}
+
+func newHTTPError(status int, body []byte) *HTTPError {
+	he := &HTTPError{Status: status, Msg: errorText(body)}
+	var we wire.Error
+	if json.Unmarshal(body, &we) == nil {
+		he.Code, he.Seq = we.Code, we.Seq
+	}
+	return he
 }
 
 // Retryable reports whether err is worth retrying later: network failures,
@@ -270,7 +291,7 @@ func (c *Client) do(ctx context.Context, base *url.URL, path string, body []byte
 		return fmt.Errorf("post %s: read response: %w", path, err)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
-		return &HTTPError{Status: resp.StatusCode, Msg: errorText(rb)}
+		return newHTTPError(resp.StatusCode, rb)
 	}
 	if out != nil {
 		if err := json.Unmarshal(rb, out); err != nil {
@@ -373,6 +394,23 @@ func (c *Client) deliver(ctx context.Context, b wire.Batch, res *DeliverResult, 
 				// Only loss/status rode on this batch: nothing to skip.
 				return err
 			}
+			// The server named the poisoned record: drop just it and
+			// resend the rest (the server stored nothing of this batch,
+			// and drops duplicates anyway).
+			var he *HTTPError
+			if errors.As(err, &he) && he.Code == wire.CodeBadRecord && n > 1 {
+				if i := indexSeq(b.Records, he.Seq); i >= 0 {
+					res.Rejected = append(res.Rejected, he.Seq)
+					res.RejectedErrs = append(res.RejectedErrs, err.Error())
+					rest := b
+					rest.Records = append(append(make([]wire.Record, 0, n-1), b.Records[:i]...), b.Records[i+1:]...)
+					if err := c.deliver(ctx, rest, res, bo); err != nil {
+						return err
+					}
+					res.AckedSeq = max(res.AckedSeq, he.Seq)
+					return nil
+				}
+			}
 			if n == 1 {
 				res.Rejected = append(res.Rejected, b.Records[0].Seq)
 				res.RejectedErrs = append(res.RejectedErrs, err.Error())
@@ -399,4 +437,13 @@ func (c *Client) deliver(ctx context.Context, b wire.Batch, res *DeliverResult, 
 		case <-t.C:
 		}
 	}
+}
+
+func indexSeq(rs []wire.Record, seq uint64) int {
+	for i, r := range rs {
+		if r.Seq == seq {
+			return i
+		}
+	}
+	return -1
 }

@@ -450,3 +450,57 @@ func TestDeliverIsolatesRejectedRecords(t *testing.T) {
 		t.Fatal("loss report never sent")
 	}
 }
+
+// When the server names the poisoned record (wire.CodeBadRecord), the
+// client drops exactly it in one extra request, without bisecting.
+func TestDeliverDropsNamedBadRecord(t *testing.T) {
+	fs := newFakeServer(t)
+	_, c := enrolled(t, fs)
+	fs.setEvents(func(_ int, b wire.Batch) (int, any) {
+		for _, r := range b.Records {
+			if r.Seq == 42 {
+				return 400, wire.Error{Error: "record 42: bad event", Code: wire.CodeBadRecord, Seq: 42}
+			}
+		}
+		return 200, nil
+	})
+	res, err := c.Deliver(context.Background(), wire.Batch{Records: records(1, 100)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(res.Rejected) != "[42]" || res.AckedSeq != 100 || res.Stored != 99 {
+		t.Fatalf("res = %+v", res)
+	}
+	if n := len(fs.received()); n != 2 {
+		t.Fatalf("%d requests, want 2", n)
+	}
+}
+
+// A 503 with store_unavailable is retried even though 4xx/5xx codes vary.
+func TestHTTPErrorClassification(t *testing.T) {
+	tests := []struct {
+		status          int
+		body            string
+		revoked, reject bool
+		tooLarge, retry bool
+	}{
+		{401, `{"error":"no cert"}`, true, false, false, false},
+		{403, `{"error":"revoked"}`, true, false, false, false},
+		{400, `{"error":"x","code":"bad_record","seq":3}`, false, true, false, false},
+		{400, `{"error":"x","code":"store_unavailable"}`, false, false, false, true},
+		{413, `{"error":"big"}`, false, true, true, false},
+		{400, `{"error":"big","code":"too_large"}`, false, true, true, false},
+		{503, `{"error":"busy","code":"store_unavailable"}`, false, false, false, true},
+		{500, `<html>oops</html>`, false, false, false, true},
+	}
+	for _, tc := range tests {
+		t.Run(fmt.Sprintf("%d %s", tc.status, tc.body), func(t *testing.T) {
+			err := error(newHTTPError(tc.status, []byte(tc.body)))
+			if errors.Is(err, ErrRevoked) != tc.revoked || errors.Is(err, ErrRejected) != tc.reject ||
+				errors.Is(err, ErrBatchTooLarge) != tc.tooLarge || Retryable(err) != tc.retry {
+				t.Fatalf("%v: revoked %v rejected %v too large %v retryable %v", err,
+					errors.Is(err, ErrRevoked), errors.Is(err, ErrRejected), errors.Is(err, ErrBatchTooLarge), Retryable(err))
+			}
+		})
+	}
+}
