@@ -121,6 +121,12 @@ type Loss struct {
 	SpoolCorrupt    uint64            `json:"spool_corrupt,omitempty"` // records lost to corruption
 	DroppedSeqFirst uint64            `json:"dropped_seq_first,omitempty"`
 	DroppedSeqLast  uint64            `json:"dropped_seq_last,omitempty"`
+	// QueueDropped counts events lost in the agent between sensor and spool
+	// (its bounded queue overflowed, or the spool refused an append).
+	QueueDropped uint64 `json:"queue_dropped,omitempty"`
+	// Rejected counts spooled records the server refused as malformed; the
+	// agent skipped them rather than retry forever.
+	Rejected uint64 `json:"rejected,omitempty"`
 }
 
 // ClockTicks is USER_HZ: /proc reports start times in these units, so
