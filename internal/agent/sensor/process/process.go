@@ -1,0 +1,307 @@
+// Package process is the agent's process sensor: eBPF programs on the
+// sched_process_exec, sched_process_fork and sched_process_exit tracepoints
+// that report every process start, fork and exit with its identity, image,
+// argv and cwd.
+//
+// It exists because polling /proc misses short-lived processes and cannot
+// tell which binary a process really ran; the kernel sees every exec.
+//
+// The trap: the kernel may refuse the preferred hooks. Open tries tp_btf
+// first and falls back to raw_tp, so read Stats().Mode instead of assuming.
+// Also, events are delivered from one goroutine: a slow emit callback fills
+// the ring buffer and the kernel then drops events (counted in
+// Stats().Dropped), it never waits for user space.
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/mamori-edr/mamori/internal/agent/sensor"
+)
+
+// Defaults and limits of Options.
+const (
+	DefaultRingBytes = 8 << 20
+	DefaultArgsMax   = 16 << 10
+	MaxArgsMax       = 32 << 10 // ARGS_LIMIT in bpf/process.c
+	minRingBytes     = 4096
+)
+
+// Hook modes reported in Stats().Mode.
+const (
+	ModeTPBTF = "tp_btf"
+	ModeRawTP = "raw_tp"
+)
+
+// hook names, indexed like HOOK_* in bpf/process.c.
+var hookNames = [3]string{"sched_process_exec", "sched_process_fork", "sched_process_exit"}
+
+// Options configures a Sensor; the zero value means defaults.
+type Options struct {
+	RingBytes  int  // ring buffer size in bytes, a power of two >= 4096; default 8 MiB
+	ArgsMax    int  // max argv bytes captured, 1..32 KiB; default 16 KiB (ArgsTruncated set beyond)
+	ForceRawTP bool // skip tp_btf and load the raw_tp fallback (tests, broken BTF)
+}
+
+// validate fills defaults and checks each field.
+func (o *Options) validate() error {
+	if o.RingBytes == 0 {
+		o.RingBytes = DefaultRingBytes
+	}
+	if o.RingBytes < minRingBytes || o.RingBytes&(o.RingBytes-1) != 0 {
+		return fmt.Errorf("process sensor: RingBytes %d: must be a power of two >= %d", o.RingBytes, minRingBytes)
+	}
+	if o.ArgsMax == 0 {
+		o.ArgsMax = DefaultArgsMax
+	}
+	if o.ArgsMax < 1 || o.ArgsMax > MaxArgsMax {
+		return fmt.Errorf("process sensor: ArgsMax %d: must be between 1 and %d", o.ArgsMax, MaxArgsMax)
+	}
+	return nil
+}
+
+// Sensor is a loaded and attached process sensor.
+type Sensor struct {
+	mode  string
+	hooks []string
+	objs  loaded
+	links []link.Link
+	rd    *ringbuf.Reader
+
+	events    [3]atomic.Uint64 // delivered per hook
+	malformed atomic.Uint64    // records that failed to decode
+
+	runMu     sync.Mutex // one Run at a time
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// loaded holds the maps and the three programs of one mode.
+type loaded struct {
+	Events *ebpf.Map     `ebpf:"events"`
+	Heap   *ebpf.Map     `ebpf:"heap"`
+	Drops  *ebpf.Map     `ebpf:"drops"`
+	Exec   *ebpf.Program `ebpf:"-"`
+	Fork   *ebpf.Program `ebpf:"-"`
+	Exit   *ebpf.Program `ebpf:"-"`
+}
+
+func (l *loaded) close() {
+	for _, p := range []*ebpf.Program{l.Exec, l.Fork, l.Exit} {
+		if p != nil {
+			_ = p.Close()
+		}
+	}
+	for _, m := range []*ebpf.Map{l.Events, l.Heap, l.Drops} {
+		if m != nil {
+			_ = m.Close()
+		}
+	}
+}
+
+type tpBTFObjs struct {
+	Events *ebpf.Map     `ebpf:"events"`
+	Heap   *ebpf.Map     `ebpf:"heap"`
+	Drops  *ebpf.Map     `ebpf:"drops"`
+	Exec   *ebpf.Program `ebpf:"tp_btf_exec"`
+	Fork   *ebpf.Program `ebpf:"tp_btf_fork"`
+	Exit   *ebpf.Program `ebpf:"tp_btf_exit"`
+}
+
+type rawTPObjs struct {
+	Events *ebpf.Map     `ebpf:"events"`
+	Heap   *ebpf.Map     `ebpf:"heap"`
+	Drops  *ebpf.Map     `ebpf:"drops"`
+	Exec   *ebpf.Program `ebpf:"raw_tp_exec"`
+	Fork   *ebpf.Program `ebpf:"raw_tp_fork"`
+	Exit   *ebpf.Program `ebpf:"raw_tp_exit"`
+}
+
+// Open probes the kernel, loads the programs and attaches them. The error
+// wraps ebpf.ErrNotSupported when the kernel cannot run the sensor.
+func Open(opts Options) (*Sensor, error) {
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
+		return nil, fmt.Errorf("process sensor: ring buffer: %w", err)
+	}
+	// Before 5.11 locked memory limits BPF maps; later kernels ignore it.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("process sensor: memlock rlimit: %w", err)
+	}
+
+	var errBTF error
+	if !opts.ForceRawTP {
+		s, err := openMode(opts, ModeTPBTF)
+		if err == nil {
+			return s, nil
+		}
+		errBTF = err
+	}
+	s, err := openMode(opts, ModeRawTP)
+	if err == nil {
+		return s, nil
+	}
+	if errBTF != nil {
+		err = fmt.Errorf("%w (after tp_btf: %v)", err, errBTF)
+	}
+	if errors.Is(err, os.ErrPermission) && os.Geteuid() == 0 {
+		// Root and still refused: the kernel (lockdown, LSM) forbids it.
+		return nil, fmt.Errorf("process sensor: kernel refused both modes: %w: %w", ebpf.ErrNotSupported, err)
+	}
+	return nil, fmt.Errorf("process sensor: %w", err)
+}
+
+func openMode(opts Options, mode string) (*Sensor, error) {
+	spec, err := loadProcess()
+	if err != nil {
+		return nil, fmt.Errorf("load spec: %w", err)
+	}
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, fmt.Errorf("possible cpus: %w", err)
+	}
+	spec.Maps["heap"].MaxEntries = uint32(ncpu)
+	spec.Maps["events"].MaxEntries = uint32(opts.RingBytes)
+	if err := spec.Variables["args_max"].Set(uint32(opts.ArgsMax)); err != nil {
+		return nil, fmt.Errorf("set args_max: %w", err)
+	}
+
+	s := &Sensor{mode: mode}
+	switch mode {
+	case ModeTPBTF:
+		var o tpBTFObjs
+		if err := spec.LoadAndAssign(&o, nil); err != nil {
+			return nil, fmt.Errorf("load %s programs: %w", mode, err)
+		}
+		s.objs = loaded(o)
+	default:
+		var o rawTPObjs
+		if err := spec.LoadAndAssign(&o, nil); err != nil {
+			return nil, fmt.Errorf("load %s programs: %w", mode, err)
+		}
+		s.objs = loaded(o)
+	}
+	progs := [3]*ebpf.Program{s.objs.Exec, s.objs.Fork, s.objs.Exit}
+	for i, p := range progs {
+		var l link.Link
+		var err error
+		if mode == ModeTPBTF {
+			l, err = link.AttachTracing(link.TracingOptions{Program: p})
+		} else {
+			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: hookNames[i], Program: p})
+		}
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("attach %s/%s: %w", mode, hookNames[i], err)
+		}
+		s.links = append(s.links, l)
+		s.hooks = append(s.hooks, mode+"/"+hookNames[i])
+	}
+	s.rd, err = ringbuf.NewReader(s.objs.Events)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("ring reader: %w", err)
+	}
+	return s, nil
+}
+
+// Run reads events until ctx is done, then delivers what is still in the
+// ring and returns nil; emit is called from this goroutine only.
+func (s *Sensor) Run(ctx context.Context, emit func(sensor.ProcessEvent)) error {
+	if !s.runMu.TryLock() {
+		return errors.New("process sensor: Run already running")
+	}
+	defer s.runMu.Unlock()
+
+	stop := context.AfterFunc(ctx, func() { _ = s.rd.Flush() })
+	defer stop()
+
+	var rec ringbuf.Record
+	var ev sensor.ProcessEvent
+	for {
+		err := s.rd.ReadInto(&rec)
+		switch {
+		case err == nil:
+		case errors.Is(err, ringbuf.ErrFlushed):
+			if ctx.Err() != nil {
+				return nil
+			}
+			continue
+		case errors.Is(err, ringbuf.ErrClosed):
+			return nil
+		default:
+			return fmt.Errorf("process sensor: read ring: %w", err)
+		}
+		if err := decode(rec.RawSample, &ev); err != nil {
+			s.malformed.Add(1)
+			continue
+		}
+		s.events[ev.Kind-1].Add(1)
+		emit(ev)
+	}
+}
+
+// Stats reports the mode, the attached hooks, delivered events and drops.
+func (s *Sensor) Stats() sensor.Stats {
+	st := sensor.Stats{
+		Mode:    s.mode,
+		Hooks:   append([]string(nil), s.hooks...),
+		Events:  make(map[string]uint64, len(hookNames)),
+		Dropped: make(map[string]uint64, len(hookNames)+1),
+	}
+	for i, name := range hookNames {
+		st.Events[name] = s.events[i].Load()
+		st.Dropped[name] = 0
+	}
+	if s.objs.Drops != nil {
+		var per []processDropCounter
+		for i, name := range hookNames {
+			if err := s.objs.Drops.Lookup(uint32(i), &per); err != nil {
+				continue
+			}
+			var sum uint64
+			for _, c := range per {
+				sum += c.Dropped
+			}
+			st.Dropped[name] = sum
+		}
+	}
+	if n := s.malformed.Load(); n > 0 {
+		st.Dropped["malformed"] = n
+	}
+	return st
+}
+
+// Close detaches the programs and frees the maps; a running Run returns.
+func (s *Sensor) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		for _, l := range s.links {
+			errs = append(errs, l.Close())
+		}
+		if s.rd != nil {
+			errs = append(errs, s.rd.Close())
+		}
+		// Wait for Run to leave the reader before freeing the maps.
+		s.runMu.Lock()
+		s.objs.close()
+		s.runMu.Unlock()
+		if err := errors.Join(errs...); err != nil {
+			s.closeErr = fmt.Errorf("process sensor: close: %w", err)
+		}
+	})
+	return s.closeErr
+}
