@@ -115,6 +115,10 @@ type AgentStatus struct {
 	Spool       SpoolStatus       `json:"spool"`
 	Connection  ConnStatus        `json:"connection"`
 	Hash        map[string]uint64 `json:"hash,omitempty"`
+	// SensorError says why the sensor is not running (sensor_mode "none").
+	SensorError string `json:"sensor_error,omitempty"`
+	// Loss is everything the agent lost so far, as sent in Batch.Loss.
+	Loss *schema.Loss `json:"loss,omitempty"`
 }
 
 // SpoolStatus summarises the agent's spool.
