@@ -23,6 +23,9 @@ var (
 	ErrTokenInvalid = errors.New("enrollment token unknown")
 	ErrBadQuery     = errors.New("bad query")
 	ErrExists       = errors.New("already exists")
+	// ErrBadEvent rejects a batch holding an event the store cannot key
+	// (empty host id, seq 0, time out of range); nothing of it is stored.
+	ErrBadEvent = errors.New("bad event")
 )
 
 // Op is a comparison in a field condition.
@@ -195,6 +198,8 @@ type StateStore interface {
 	ListGaps(ctx context.Context, tenant, hostID string) ([]Gap, error)
 
 	AppendAudit(ctx context.Context, e AuditEntry) error
+	// ListAudit returns the newest limit entries (all if limit <= 0) in
+	// append order, oldest first.
 	ListAudit(ctx context.Context, tenant string, limit int) ([]AuditEntry, error)
 
 	Close() error
