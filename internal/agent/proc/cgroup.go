@@ -100,13 +100,17 @@ type cgroups struct {
 
 	mu       sync.Mutex
 	byID     map[uint64]cgroupInfo
+	missing  map[uint64]time.Time // ids not found, so a burst does not re-read /proc
 	lastWalk time.Time
 }
+
+// missTTL is how long an unresolvable cgroup id is not looked up again.
+const missTTL = 5 * time.Second
 
 const maxCgroups = 16384
 
 func newCgroups(mount string) *cgroups {
-	return &cgroups{mount: mount, byID: make(map[uint64]cgroupInfo)}
+	return &cgroups{mount: mount, byID: make(map[uint64]cgroupInfo), missing: make(map[uint64]time.Time)}
 }
 
 // idOf returns the cgroup id of a v2 path, 0 when unknown, and caches it.
@@ -129,6 +133,7 @@ func (g *cgroups) put(id uint64, path string) {
 		clear(g.byID)
 	}
 	g.byID[id] = cgroupInfo{Path: path, ContainerID: ContainerID(path)}
+	delete(g.missing, id)
 }
 
 // lookup resolves a cgroup id. On a miss it tries the process's own
@@ -140,9 +145,13 @@ func (g *cgroups) lookup(procRoot string, pid uint32, id uint64) (cgroupInfo, bo
 	}
 	g.mu.Lock()
 	info, ok := g.byID[id]
+	missedAt, missed := g.missing[id]
 	g.mu.Unlock()
 	if ok {
 		return info, true
+	}
+	if missed && time.Since(missedAt) < missTTL {
+		return cgroupInfo{}, false
 	}
 	if b, err := os.ReadFile(procRoot + "/" + itoa(pid) + "/cgroup"); err == nil {
 		if path, has, _ := parseCgroupFile(b); has && g.idOf(path) == id {
@@ -154,8 +163,14 @@ func (g *cgroups) lookup(procRoot string, pid uint32, id uint64) (cgroupInfo, bo
 	}
 	g.walk()
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	info, ok = g.byID[id]
-	g.mu.Unlock()
+	if !ok {
+		if len(g.missing) >= maxCgroups {
+			clear(g.missing)
+		}
+		g.missing[id] = time.Now()
+	}
 	return info, ok
 }
 

@@ -146,7 +146,14 @@ func execEvent(t testing.TB, pid int, exe string) sensor.ProcessEvent {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cg, _ := os.ReadFile("/proc/" + itoa(uint32(pid)) + "/cgroup")
+	v2, _, _ := parseCgroupFile(cg)
+	cgID := newCgroups(cgroupV2Mount()).idOf(v2)
+	if cgID == 0 {
+		t.Fatalf("no cgroup id for %q", v2)
+	}
 	return sensor.ProcessEvent{
+		CgroupID:          cgID,
 		Kind:              sensor.KindExec,
 		BootNs:            st.StartTicks*ticksNs + 1000,
 		PID:               uint32(pid),
@@ -213,6 +220,10 @@ func TestHandleExecLineageColdCache(t *testing.T) {
 	}
 	if p.Exe != exe || p.Args[2] != "extra arg" || p.Cwd != "/tmp" || p.Name != "mamori-sleep" {
 		t.Fatalf("process %+v", p)
+	}
+	cg, _ := os.ReadFile("/proc/" + itoa(uint32(cmd.Process.Pid)) + "/cgroup")
+	if v2, _, _ := parseCgroupFile(cg); p.CgroupPath != v2 || p.CgroupID != ev.CgroupID {
+		t.Errorf("cgroup %q id %d, want %q id %d", p.CgroupPath, p.CgroupID, v2, ev.CgroupID)
 	}
 	if p.Hash == nil || p.Hash.Status != "ok" || p.Hash.SHA256 != sha256sum(t, exe) {
 		t.Fatalf("hash %+v, want sha256 of %s", p.Hash, exe)
@@ -509,9 +520,60 @@ func BenchmarkHandleForkExit(b *testing.B) {
 	pid := uint32(1 << 22)
 	for b.Loop() {
 		pid++
-		fork := sensor.ProcessEvent{Kind: sensor.KindFork, PID: pid, PPID: ev.PID, StartBootNs: uint64(pid) * 1e9, ParentStartBootNs: ev.StartBootNs, CgroupID: 1}
+		fork := sensor.ProcessEvent{Kind: sensor.KindFork, PID: pid, PPID: ev.PID, StartBootNs: uint64(pid) * 1e9, ParentStartBootNs: ev.StartBootNs, CgroupID: ev.CgroupID}
 		c.Handle(fork)
 		fork.Kind = sensor.KindExit
 		c.Handle(fork)
+	}
+}
+
+// TestSnapshotHostileProc runs Snapshot over a fake /proc with malformed,
+// missing and oversized files: bad processes are skipped, good ones kept.
+func TestSnapshotHostileProc(t *testing.T) {
+	root := t.TempDir()
+	tail := " 0 0 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 " // fields 5-21
+	write := func(pid, name, data string) {
+		t.Helper()
+		os.MkdirAll(filepath.Join(root, pid), 0o755)
+		if err := os.WriteFile(filepath.Join(root, pid, name), []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("1", "stat", "1 (init) S 0"+tail+"5 0 0")
+	write("1", "status", "Name:\tinit\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n")
+	write("1", "cmdline", "/sbin/init\x00")
+	write("1", "cgroup", "0::/init.scope\n")
+	write("20", "stat", "20 (evil) (x) R 1"+tail+"50 0 0")
+	write("20", "status", "Uid:\tnope\n")
+	write("20", "cmdline", strings.Repeat("A", maxArgsBytes+100))
+	write("20", "loginuid", "garbage")
+	write("20", "cgroup", "garbage\n0::/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n")
+	write("30", "stat", "30 (bad stat")
+	write("40", "stat", "")
+	os.MkdirAll(filepath.Join(root, "50"), 0o755) // no stat at all
+	write("notapid", "stat", "x")
+	c := New("boot", nil, Options{ProcRoot: root, PasswdPath: filepath.Join(root, "nopasswd")})
+	evs, err := c.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 2 || evs[0].Process.PID != 1 || evs[1].Process.PID != 20 {
+		t.Fatalf("got %d events: %+v", len(evs), evs)
+	}
+	evil := evs[1].Process
+	if evil.Name != "evil) (x" || evil.ParentEntityID != "boot:1:5" || !evil.ArgsTruncated ||
+		len(evil.Args[0]) != maxArgsBytes || evil.LoginUID != ^uint32(0) ||
+		evil.ContainerID != "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef" {
+		t.Fatalf("evil: name %q parent %q truncated %v args0 %d login %d container %q",
+			evil.Name, evil.ParentEntityID, evil.ArgsTruncated, len(evil.Args[0]), evil.LoginUID, evil.ContainerID)
+	}
+	if evs[1].Parent == nil || evs[1].Parent.Args[0] != "/sbin/init" {
+		t.Fatalf("parent copy %+v", evs[1].Parent)
+	}
+	if _, err := New("boot", nil, Options{ProcRoot: t.TempDir()}).Snapshot(); err == nil {
+		t.Fatal("empty /proc: want an error")
+	}
+	if _, err := New("boot", nil, Options{ProcRoot: filepath.Join(root, "missing")}).Snapshot(); err == nil {
+		t.Fatal("missing /proc: want an error")
 	}
 }
