@@ -1,0 +1,455 @@
+package process
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/mamori-edr/mamori/internal/agent/sensor"
+)
+
+// collector runs a Sensor and keeps what it emits for the test to search.
+type collector struct {
+	s      *Sensor
+	mu     sync.Mutex
+	evs    []sensor.ProcessEvent
+	notify chan struct{}
+}
+
+// openSensor opens a sensor, skipping only when the kernel cannot run it.
+func openSensor(t testing.TB, opts Options) *Sensor {
+	t.Helper()
+	s, err := Open(opts)
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		t.Skipf("kernel cannot run the process sensor: %v", err)
+	}
+	if err != nil {
+		t.Fatalf("Open(%+v): %v", opts, err)
+	}
+	t.Cleanup(func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	})
+	return s
+}
+
+// startCollector opens a sensor and runs it until the test ends.
+func startCollector(t *testing.T, opts Options) *collector {
+	t.Helper()
+	c := &collector{s: openSensor(t, opts), notify: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- c.s.Run(ctx, func(e sensor.ProcessEvent) {
+			c.mu.Lock()
+			c.evs = append(c.evs, e)
+			c.mu.Unlock()
+			select {
+			case c.notify <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return c
+}
+
+// wait returns the first event matching pred, failing after a timeout.
+func (c *collector) wait(t *testing.T, what string, pred func(sensor.ProcessEvent) bool) sensor.ProcessEvent {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	seen := 0
+	for {
+		c.mu.Lock()
+		for ; seen < len(c.evs); seen++ {
+			if pred(c.evs[seen]) {
+				e := c.evs[seen]
+				c.mu.Unlock()
+				return e
+			}
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.notify:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("no %s event within 5s (stats %+v)", what, c.s.Stats())
+		}
+	}
+}
+
+func (c *collector) all(pred func(sensor.ProcessEvent) bool) []sensor.ProcessEvent {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []sensor.ProcessEvent
+	for _, e := range c.evs {
+		if pred(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// copyTrue copies /bin/true into dir and returns its path.
+func copyTrue(t *testing.T, dir, name string) string {
+	t.Helper()
+	src, err := os.Open("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	p := filepath.Join(dir, name)
+	dst, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+	if err := dst.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func tempDir(t *testing.T) string {
+	t.Helper()
+	d, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func readProcUint(t *testing.T, name string) uint32 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 32)
+	if err != nil {
+		t.Fatalf("/proc/self/%s: %v", name, err)
+	}
+	return uint32(v)
+}
+
+// cgroupIno returns the inode of this process's cgroup v2 directory, or 0.
+func cgroupIno(t *testing.T) uint64 {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			var st syscall.Stat_t
+			if syscall.Stat(filepath.Join("/sys/fs/cgroup", rest), &st) == nil {
+				return st.Ino
+			}
+		}
+	}
+	return 0
+}
+
+func TestExecForkExit(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+		mode string
+	}{
+		{"auto", Options{}, ""},
+		{"raw_tp", Options{ForceRawTP: true}, ModeRawTP},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := startCollector(t, tc.opts)
+			st := c.s.Stats()
+			if tc.mode != "" && st.Mode != tc.mode {
+				t.Fatalf("Mode = %q, want %q", st.Mode, tc.mode)
+			}
+			if len(st.Hooks) != 3 {
+				t.Fatalf("Hooks = %v, want 3", st.Hooks)
+			}
+			t.Logf("mode %s, hooks %v", st.Mode, st.Hooks)
+			checkExec(t, c)
+		})
+	}
+}
+
+func checkExec(t *testing.T, c *collector) {
+	dir := tempDir(t)
+	exe := copyTrue(t, dir, "mtrue")
+	work := filepath.Join(dir, "work dir")
+	if err := os.Mkdir(work, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	marker := fmt.Sprintf("--marker=%d", time.Now().UnixNano())
+	cmd := exec.Command("/bin/sh", "-c", `cd "$1" && "$2" "$3" "two words" ""; exit 0`, "sh", work, exe, marker)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sh: %v: %s", err, out)
+	}
+	shPID := uint32(cmd.Process.Pid)
+
+	execEv := c.wait(t, "exec", func(e sensor.ProcessEvent) bool {
+		return e.Kind == sensor.KindExec && e.Exe == exe
+	})
+	wantArgs := []string{exe, marker, "two words", ""}
+	if !slices.Equal(execEv.Args, wantArgs) || execEv.ArgsTruncated {
+		t.Errorf("Args = %q (truncated %v), want %q", execEv.Args, execEv.ArgsTruncated, wantArgs)
+	}
+	if execEv.PPID != shPID {
+		t.Errorf("PPID = %d, want the shell %d", execEv.PPID, shPID)
+	}
+	if execEv.PID != execEv.TID || execEv.PID == shPID {
+		t.Errorf("PID/TID = %d/%d, want a new single-threaded process", execEv.PID, execEv.TID)
+	}
+	if execEv.Cwd != work {
+		t.Errorf("Cwd = %q, want %q", execEv.Cwd, work)
+	}
+	if uid := uint32(os.Getuid()); execEv.UID != uid || execEv.EUID != uint32(os.Geteuid()) {
+		t.Errorf("UID/EUID = %d/%d, want %d/%d", execEv.UID, execEv.EUID, uid, os.Geteuid())
+	}
+	if execEv.GID != uint32(os.Getgid()) || execEv.EGID != uint32(os.Getegid()) {
+		t.Errorf("GID/EGID = %d/%d, want %d/%d", execEv.GID, execEv.EGID, os.Getgid(), os.Getegid())
+	}
+	if want := readProcUint(t, "loginuid"); execEv.LoginUID != want {
+		t.Errorf("LoginUID = %d, want %d", execEv.LoginUID, want)
+	}
+	if want := readProcUint(t, "sessionid"); execEv.SessionID != want {
+		t.Errorf("SessionID = %d, want %d", execEv.SessionID, want)
+	}
+	if want := cgroupIno(t); want != 0 && execEv.CgroupID != want {
+		t.Errorf("CgroupID = %d, want %d", execEv.CgroupID, want)
+	}
+	if execEv.Comm != "mtrue" {
+		t.Errorf("Comm = %q, want mtrue", execEv.Comm)
+	}
+	var fi syscall.Stat_t
+	if err := syscall.Stat(exe, &fi); err != nil {
+		t.Fatal(err)
+	}
+	if execEv.ExeIno != fi.Ino || execEv.ExeDev != fi.Dev || execEv.ExeSize != fi.Size {
+		t.Errorf("exe identity = dev %d ino %d size %d, want dev %d ino %d size %d",
+			execEv.ExeDev, execEv.ExeIno, execEv.ExeSize, fi.Dev, fi.Ino, fi.Size)
+	}
+	if want := fi.Mtim.Nano(); execEv.ExeMtimeNs != want {
+		t.Errorf("ExeMtimeNs = %d, want %d", execEv.ExeMtimeNs, want)
+	}
+	if want := fi.Ctim.Nano(); execEv.ExeCtimeNs != want {
+		t.Errorf("ExeCtimeNs = %d, want %d", execEv.ExeCtimeNs, want)
+	}
+	if execEv.StartBootNs == 0 || execEv.ParentStartBootNs == 0 || execEv.BootNs < execEv.StartBootNs {
+		t.Errorf("times: event %d start %d parent start %d", execEv.BootNs, execEv.StartBootNs, execEv.ParentStartBootNs)
+	}
+
+	// The shell forked the child that exec'ed mtrue.
+	forkEv := c.wait(t, "fork", func(e sensor.ProcessEvent) bool {
+		return e.Kind == sensor.KindFork && e.PID == execEv.PID
+	})
+	if forkEv.PPID != shPID || forkEv.StartBootNs != execEv.StartBootNs {
+		t.Errorf("fork PPID %d start %d, want %d and %d", forkEv.PPID, forkEv.StartBootNs, shPID, execEv.StartBootNs)
+	}
+	if forkEv.Cwd == "" || forkEv.Exe == "" || len(forkEv.Args) == 0 || forkEv.Args[0] != "/bin/sh" {
+		t.Errorf("fork image: exe %q cwd %q args %q, want the shell's", forkEv.Exe, forkEv.Cwd, forkEv.Args)
+	}
+	// The shell's own exec names the parent's start time.
+	shExec := c.wait(t, "shell exec", func(e sensor.ProcessEvent) bool {
+		return e.Kind == sensor.KindExec && e.PID == shPID
+	})
+	if shExec.StartBootNs != execEv.ParentStartBootNs {
+		t.Errorf("ParentStartBootNs = %d, want the shell's start %d", execEv.ParentStartBootNs, shExec.StartBootNs)
+	}
+	exitEv := c.wait(t, "exit", func(e sensor.ProcessEvent) bool {
+		return e.Kind == sensor.KindExit && e.PID == execEv.PID
+	})
+	if exitEv.ExitCode != 0 || exitEv.ExitSignal != 0 || exitEv.StartBootNs != execEv.StartBootNs {
+		t.Errorf("exit = code %d signal %d start %d", exitEv.ExitCode, exitEv.ExitSignal, exitEv.StartBootNs)
+	}
+}
+
+func TestExitCodeAndSignal(t *testing.T) {
+	c := startCollector(t, Options{})
+
+	cmd := exec.Command("/bin/sh", "-c", "exit 7")
+	if err := cmd.Run(); err == nil {
+		t.Fatal("sh exit 7 succeeded")
+	}
+	pid := uint32(cmd.Process.Pid)
+	ev := c.wait(t, "exit 7", func(e sensor.ProcessEvent) bool {
+		return e.Kind == sensor.KindExit && e.PID == pid
+	})
+	if ev.ExitCode != 7 || ev.ExitSignal != 0 {
+		t.Errorf("exit 7: code %d signal %d", ev.ExitCode, ev.ExitSignal)
+	}
+
+	sleep := exec.Command("/bin/sleep", "30")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	spid := uint32(sleep.Process.Pid)
+	c.wait(t, "sleep exec", func(e sensor.ProcessEvent) bool {
+		return e.Kind == sensor.KindExec && e.PID == spid
+	})
+	if err := sleep.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = sleep.Wait()
+	ev = c.wait(t, "kill -9", func(e sensor.ProcessEvent) bool {
+		return e.Kind == sensor.KindExit && e.PID == spid
+	})
+	if ev.ExitSignal != int(syscall.SIGKILL) || ev.ExitCode != 0 {
+		t.Errorf("kill -9: code %d signal %d", ev.ExitCode, ev.ExitSignal)
+	}
+}
+
+// TestThreadsFiltered checks that thread creation and thread exit are not
+// reported as process fork and exit.
+func TestThreadsFiltered(t *testing.T) {
+	c := startCollector(t, Options{})
+	self := uint32(os.Getpid())
+
+	// A goroutine that locks its thread and returns without unlocking
+	// makes the runtime create a thread and then terminate it.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			runtime.LockOSThread()
+			time.Sleep(10 * time.Millisecond)
+		}()
+	}
+	wg.Wait()
+	// A marker process proves the sensor saw events after the threads.
+	cmd := exec.Command("/bin/true", "thread-marker")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	mpid := uint32(cmd.Process.Pid)
+	c.wait(t, "marker exit", func(e sensor.ProcessEvent) bool {
+		return e.Kind == sensor.KindExit && e.PID == mpid
+	})
+	if bad := c.all(func(e sensor.ProcessEvent) bool {
+		return (e.Kind == sensor.KindFork || e.Kind == sensor.KindExit) && e.PID == self
+	}); len(bad) > 0 {
+		t.Errorf("thread fork/exit reported as process events: %+v", bad[0])
+	}
+	if bad := c.all(func(e sensor.ProcessEvent) bool { return e.PID != e.TID && e.Kind == sensor.KindFork }); len(bad) > 0 {
+		t.Errorf("fork event for a thread: %+v", bad[0])
+	}
+}
+
+func TestArgsTruncated(t *testing.T) {
+	c := startCollector(t, Options{ArgsMax: 64})
+	long := strings.Repeat("x", 200)
+	cmd := exec.Command("/bin/true", "trunc-marker", long)
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	ev := c.wait(t, "exec", func(e sensor.ProcessEvent) bool {
+		return e.Kind == sensor.KindExec && e.PID == pid
+	})
+	if !ev.ArgsTruncated {
+		t.Error("ArgsTruncated = false for 200-byte argv with ArgsMax 64")
+	}
+	if n := len(strings.Join(ev.Args, "\x00")); n > 64 {
+		t.Errorf("captured %d argv bytes, want <= 64", n)
+	}
+	if len(ev.Args) != 3 || ev.Args[1] != "trunc-marker" || !strings.HasPrefix(long, ev.Args[2]) {
+		t.Errorf("Args = %q, want a prefix of the argv", ev.Args)
+	}
+}
+
+// TestDropsCounted fills a one-page ring without reading it and expects
+// the kernel to count the events it could not queue.
+func TestDropsCounted(t *testing.T) {
+	s := openSensor(t, Options{RingBytes: 4096})
+	for range 50 {
+		if err := exec.Command("/bin/true").Run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := s.Stats()
+	var total uint64
+	for _, n := range st.Dropped {
+		total += n
+	}
+	if total == 0 || st.Dropped["sched_process_exec"] == 0 {
+		t.Fatalf("Dropped = %v after 50 execs into a 4 KiB ring, want > 0", st.Dropped)
+	}
+	// What did fit is still delivered.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	n := 0
+	if err := s.Run(ctx, func(sensor.ProcessEvent) { n++ }); err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 {
+		t.Error("no events delivered from the full ring")
+	}
+	t.Logf("dropped %v, delivered %d", st.Dropped, n)
+}
+
+func TestOptionsRejected(t *testing.T) {
+	for _, tc := range []struct {
+		opts Options
+		key  string
+	}{
+		{Options{RingBytes: 1000}, "RingBytes"},
+		{Options{RingBytes: 3 << 20}, "RingBytes"},
+		{Options{RingBytes: -4096}, "RingBytes"},
+		{Options{ArgsMax: -1}, "ArgsMax"},
+		{Options{ArgsMax: MaxArgsMax + 1}, "ArgsMax"},
+	} {
+		_, err := Open(tc.opts)
+		if err == nil || !strings.Contains(err.Error(), tc.key) {
+			t.Errorf("Open(%+v) = %v, want an error naming %s", tc.opts, err, tc.key)
+		}
+	}
+}
+
+func TestRunStopsAndCloseIsIdempotent(t *testing.T) {
+	s := openSensor(t, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx, func(sensor.ProcessEvent) {}) }()
+	time.Sleep(50 * time.Millisecond)
+	if err := s.Run(context.Background(), nil); err == nil {
+		t.Error("second concurrent Run succeeded")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after cancel = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
