@@ -61,6 +61,9 @@ func New(baseURL, key string, caPEM []byte) (*Client, error) {
 	if key == "" {
 		return nil, errors.New("api key: empty")
 	}
+	if strings.ContainsFunc(key, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		return nil, errors.New("api key: not a key (has spaces or line breaks; is this the right file?)")
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.ForceAttemptHTTP2 = true
 	tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
