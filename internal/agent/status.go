@@ -98,7 +98,9 @@ func QueryStatus(dataDir string) (wire.AgentStatus, error) {
 
 // FormatStatus writes st for a human.
 func FormatStatus(w io.Writer, st wire.AgentStatus) {
-	p := func(k, format string, a ...any) { fmt.Fprintf(w, "%-14s "+format+"\n", append([]any{k + ":"}, a...)...) }
+	p := func(k, format string, a ...any) {
+		fmt.Fprintf(w, "%-14s "+format+"\n", append([]any{k + ":"}, a...)...)
+	}
 	p("host", "%s (%s), tenant %s", st.Hostname, st.HostID, st.Tenant)
 	p("version", "%s, started %s, boot %s", st.Version, st.Started, st.BootID)
 	sensorLine := st.SensorMode
