@@ -577,3 +577,21 @@ func TestSnapshotHostileProc(t *testing.T) {
 		t.Fatal("missing /proc: want an error")
 	}
 }
+
+func FuzzParseProcFiles(f *testing.F) {
+	f.Add([]byte("Name:\tx\nUid:\t0\t1\t0\t0\nGid:\t2\t3\t0\t0\n"))
+	f.Add([]byte("12:memory:/docker/x\n0::/user.slice\n1:name=systemd:/a:b\n"))
+	f.Add([]byte("Uid:\t\n0::"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if r, e, err := parseIDs(b, "Uid:"); err != nil && (r != 0 || e != 0) {
+			t.Fatalf("error %v with ids %d %d", err, r, e)
+		}
+		v2, has, all := parseCgroupFile(b)
+		if !has && v2 != "" {
+			t.Fatalf("v2 path %q without a 0:: line", v2)
+		}
+		if has && len(all) == 0 {
+			t.Fatal("v2 path not among all paths")
+		}
+	})
+}
