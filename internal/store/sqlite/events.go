@@ -274,7 +274,7 @@ func Condition(c store.Condition, col func(string) string) (string, []any, error
 		return name + " = ?", []any{v}, nil
 	case store.OpNe:
 		// A missing field is "not equal" too.
-		return name + " IS NOT ?", []any{v}, nil
+		return name + " IS DISTINCT FROM ?", []any{v}, nil
 	case store.OpGt:
 		return name + " > ?", []any{v}, nil
 	case store.OpLt:
