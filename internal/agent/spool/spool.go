@@ -416,7 +416,7 @@ func (s *Spool) flushLocked() error {
 	}
 	g := s.activeSeg
 	if _, err := s.active.WriteAt(s.buf, g.size); err != nil {
-		werr := fmt.Errorf("spool append: write %s: %w", segName(g.first), err)
+		werr := fmt.Errorf("spool append: %w", err)
 		if terr := s.active.Truncate(g.size); terr != nil {
 			// The tail holds a partial record; stop appending to this file.
 			// Reads stop at g.end and recovery truncates the tail.
