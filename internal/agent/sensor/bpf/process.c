@@ -87,6 +87,12 @@ struct drop_counter {
 /* Maximum argv bytes copied; set by the loader. */
 const volatile __u32 args_max = 16384;
 
+/* Queued bytes above which an event wakes the reader; set by the loader.
+ * Below it events are queued silently and the reader polls on a timer:
+ * a wakeup per event costs an IPI, which in a VM is several microseconds,
+ * more than the rest of the program. */
+const volatile __u64 wakeup_bytes = 1 << 20;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 23);
@@ -287,11 +293,15 @@ static __always_inline __u32 fill_image(struct scratch *s, struct task_struct *t
 static __always_inline void submit(struct scratch *s, __u32 tail, __u32 hook)
 {
 	__u64 size = sizeof(struct event_hdr) + tail;
+	__u64 flags = BPF_RB_NO_WAKEUP;
 
 	barrier_var(size);
 	if (size > sizeof(struct event_hdr) + TAIL_SIZE)
 		size = sizeof(struct event_hdr) + TAIL_SIZE;
-	if (bpf_ringbuf_output(&events, &s->h, size, 0))
+
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	if (bpf_ringbuf_output(&events, &s->h, size, flags))
 		count_drop(hook);
 }
 

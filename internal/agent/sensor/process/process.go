@@ -20,6 +20,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
@@ -34,6 +35,7 @@ import (
 const (
 	DefaultRingBytes = 8 << 20
 	DefaultArgsMax   = 16 << 10
+	DefaultPoll      = 50 * time.Millisecond
 	MaxArgsMax       = 32 << 10 // ARGS_LIMIT in bpf/process.c
 	minRingBytes     = 4096
 )
@@ -48,10 +50,14 @@ const (
 var hookNames = [3]string{"sched_process_exec", "sched_process_fork", "sched_process_exit"}
 
 // Options configures a Sensor; the zero value means defaults.
+//
+// The kernel wakes the reader only once the ring is 1/16 full; below that
+// Run reads on a timer, so an event waits at most Poll before emit.
 type Options struct {
-	RingBytes  int  // ring buffer size in bytes, a power of two >= 4096; default 8 MiB
-	ArgsMax    int  // max argv bytes captured, 1..32 KiB; default 16 KiB (ArgsTruncated set beyond)
-	ForceRawTP bool // skip tp_btf and load the raw_tp fallback (tests, broken BTF)
+	RingBytes  int           // ring buffer size in bytes, a power of two >= 4096; default 8 MiB
+	ArgsMax    int           // max argv bytes captured, 1..32 KiB; default 16 KiB (ArgsTruncated set beyond)
+	Poll       time.Duration // longest an event waits in a quiet ring, 1ms..10s; default 50ms
+	ForceRawTP bool          // skip tp_btf and load the raw_tp fallback (tests, broken BTF)
 }
 
 // validate fills defaults and checks each field.
@@ -68,12 +74,19 @@ func (o *Options) validate() error {
 	if o.ArgsMax < 1 || o.ArgsMax > MaxArgsMax {
 		return fmt.Errorf("process sensor: ArgsMax %d: must be between 1 and %d", o.ArgsMax, MaxArgsMax)
 	}
+	if o.Poll == 0 {
+		o.Poll = DefaultPoll
+	}
+	if o.Poll < time.Millisecond || o.Poll > 10*time.Second {
+		return fmt.Errorf("process sensor: Poll %v: must be between 1ms and 10s", o.Poll)
+	}
 	return nil
 }
 
 // Sensor is a loaded and attached process sensor.
 type Sensor struct {
 	mode  string
+	poll  time.Duration
 	hooks []string
 	objs  loaded
 	links []link.Link
@@ -178,8 +191,11 @@ func openMode(opts Options, mode string) (*Sensor, error) {
 	if err := spec.Variables["args_max"].Set(uint32(opts.ArgsMax)); err != nil {
 		return nil, fmt.Errorf("set args_max: %w", err)
 	}
+	if err := spec.Variables["wakeup_bytes"].Set(uint64(opts.RingBytes / 16)); err != nil {
+		return nil, fmt.Errorf("set wakeup_bytes: %w", err)
+	}
 
-	s := &Sensor{mode: mode}
+	s := &Sensor{mode: mode, poll: opts.Poll}
 	switch mode {
 	case ModeTPBTF:
 		var o tpBTFObjs
@@ -231,10 +247,15 @@ func (s *Sensor) Run(ctx context.Context, emit func(sensor.ProcessEvent)) error 
 
 	var rec ringbuf.Record
 	var ev sensor.ProcessEvent
+	s.rd.SetDeadline(time.Now().Add(s.poll))
 	for {
 		err := s.rd.ReadInto(&rec)
 		switch {
 		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The ring did not wake us: everything queued was read.
+			s.rd.SetDeadline(time.Now().Add(s.poll))
+			continue
 		case errors.Is(err, ringbuf.ErrFlushed):
 			if ctx.Err() != nil {
 				return nil

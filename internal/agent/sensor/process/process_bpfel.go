@@ -60,16 +60,17 @@ type processScratch struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	processMapDrops      = "drops"
-	processMapEvents     = "events"
-	processMapHeap       = "heap"
-	processProgRawTpExec = "raw_tp_exec"
-	processProgRawTpExit = "raw_tp_exit"
-	processProgRawTpFork = "raw_tp_fork"
-	processProgTpBtfExec = "tp_btf_exec"
-	processProgTpBtfExit = "tp_btf_exit"
-	processProgTpBtfFork = "tp_btf_fork"
-	processVarArgsMax    = "args_max"
+	processMapDrops       = "drops"
+	processMapEvents      = "events"
+	processMapHeap        = "heap"
+	processProgRawTpExec  = "raw_tp_exec"
+	processProgRawTpExit  = "raw_tp_exit"
+	processProgRawTpFork  = "raw_tp_fork"
+	processProgTpBtfExec  = "tp_btf_exec"
+	processProgTpBtfExit  = "tp_btf_exit"
+	processProgTpBtfFork  = "tp_btf_fork"
+	processVarArgsMax     = "args_max"
+	processVarWakeupBytes = "wakeup_bytes"
 )
 
 // loadProcess returns the embedded CollectionSpec for process.
@@ -135,7 +136,8 @@ type processMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type processVariableSpecs struct {
-	ArgsMax *ebpf.VariableSpec `ebpf:"args_max"`
+	ArgsMax     *ebpf.VariableSpec `ebpf:"args_max"`
+	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // processObjects contains all objects after they have been loaded into the kernel.
@@ -175,7 +177,8 @@ func (m *processMaps) Close() error {
 //
 // It can be passed to loadProcessObjects or ebpf.CollectionSpec.LoadAndAssign.
 type processVariables struct {
-	ArgsMax *ebpf.Variable `ebpf:"args_max"`
+	ArgsMax     *ebpf.Variable `ebpf:"args_max"`
+	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // processPrograms contains all programs after they have been loaded into the kernel.

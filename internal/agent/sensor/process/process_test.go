@@ -420,6 +420,8 @@ func TestOptionsRejected(t *testing.T) {
 		{Options{RingBytes: -4096}, "RingBytes"},
 		{Options{ArgsMax: -1}, "ArgsMax"},
 		{Options{ArgsMax: MaxArgsMax + 1}, "ArgsMax"},
+		{Options{Poll: time.Microsecond}, "Poll"},
+		{Options{Poll: time.Hour}, "Poll"},
 	} {
 		_, err := Open(tc.opts)
 		if err == nil || !strings.Contains(err.Error(), tc.key) {
