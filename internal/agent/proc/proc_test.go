@@ -118,7 +118,7 @@ func child(t testing.TB) (*exec.Cmd, string) {
 	if err := os.WriteFile(exe, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(exe, "30", "extra arg")
+	cmd := exec.Command(exe, "30", "1") // sleep rejects any non-number argument and would exit
 	cmd.Dir = "/tmp"
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -126,7 +126,7 @@ func child(t testing.TB) (*exec.Cmd, string) {
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	// Wait for the exec to finish (comm changes from the test's).
 	for deadline := time.Now().Add(5 * time.Second); ; {
-		if b, _ := os.ReadFile("/proc/" + itoa(uint32(cmd.Process.Pid)) + "/cmdline"); strings.Contains(string(b), "extra arg") {
+		if b, _ := os.ReadFile("/proc/" + itoa(uint32(cmd.Process.Pid)) + "/cmdline"); strings.Contains(string(b), "30\x001") {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -166,7 +166,7 @@ func execEvent(t testing.TB, pid int, exe string) sensor.ProcessEvent {
 		LoginUID: ^uint32(0), SessionID: ^uint32(0),
 		Comm:   "mamori-sleep",
 		Exe:    exe,
-		Args:   []string{exe, "30", "extra arg"},
+		Args:   []string{exe, "30", "1"},
 		Cwd:    "/tmp",
 		ExeDev: key.Dev, ExeIno: key.Ino, ExeSize: key.Size, ExeMtimeNs: key.MtimeNs, ExeCtimeNs: key.CtimeNs,
 	}
@@ -218,7 +218,7 @@ func TestHandleExecLineageColdCache(t *testing.T) {
 	if want := schema.EntityID(c.bootID, uint32(cmd.Process.Pid), chSt.StartTicks*ticksNs); p.EntityID != want {
 		t.Fatalf("entity %s, want %s (agrees with /proc)", p.EntityID, want)
 	}
-	if p.Exe != exe || p.Args[2] != "extra arg" || p.Cwd != "/tmp" || p.Name != "mamori-sleep" {
+	if p.Exe != exe || p.Args[2] != "1" || p.Cwd != "/tmp" || p.Name != "mamori-sleep" {
 		t.Fatalf("process %+v", p)
 	}
 	cg, _ := os.ReadFile("/proc/" + itoa(uint32(cmd.Process.Pid)) + "/cgroup")
