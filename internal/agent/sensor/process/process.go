@@ -237,6 +237,9 @@ func openMode(opts Options, mode string) (*Sensor, error) {
 // Run reads events until ctx is done, then delivers what is still in the
 // ring and returns nil; emit is called from this goroutine only.
 func (s *Sensor) Run(ctx context.Context, emit func(sensor.ProcessEvent)) error {
+	if emit == nil {
+		return errors.New("process sensor: Run needs an emit function")
+	}
 	if !s.runMu.TryLock() {
 		return errors.New("process sensor: Run already running")
 	}

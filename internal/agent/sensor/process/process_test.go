@@ -436,8 +436,11 @@ func TestRunStopsAndCloseIsIdempotent(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx, func(sensor.ProcessEvent) {}) }()
 	time.Sleep(50 * time.Millisecond)
-	if err := s.Run(context.Background(), nil); err == nil {
+	if err := s.Run(context.Background(), func(sensor.ProcessEvent) {}); err == nil {
 		t.Error("second concurrent Run succeeded")
+	}
+	if err := s.Run(context.Background(), nil); err == nil {
+		t.Error("Run with a nil emit succeeded")
 	}
 	cancel()
 	select {
@@ -453,5 +456,70 @@ func TestRunStopsAndCloseIsIdempotent(t *testing.T) {
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
+	}
+}
+
+// TestPaths checks the in-kernel path walk across mounts, through scripts
+// and past its depth limit.
+func TestPaths(t *testing.T) {
+	c := startCollector(t, Options{})
+	dir := tempDir(t)
+
+	deep := dir
+	for i := range 70 {
+		deep = filepath.Join(deep, fmt.Sprintf("d%02d", i))
+	}
+	if err := os.MkdirAll(deep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(dir, "script.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dash, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, cwd string
+		argv      []string
+		check     func(t *testing.T, e sensor.ProcessEvent)
+	}{
+		{"root cwd", "/", []string{"/bin/true", "paths-root"}, func(t *testing.T, e sensor.ProcessEvent) {
+			if e.Cwd != "/" {
+				t.Errorf("Cwd = %q, want /", e.Cwd)
+			}
+		}},
+		{"cwd across two mounts", "/sys/fs/cgroup", []string{"/bin/true", "paths-mounts"}, func(t *testing.T, e sensor.ProcessEvent) {
+			if e.Cwd != "/sys/fs/cgroup" {
+				t.Errorf("Cwd = %q, want /sys/fs/cgroup", e.Cwd)
+			}
+		}},
+		{"cwd deeper than the walk", deep, []string{"/bin/true", "paths-deep"}, func(t *testing.T, e sensor.ProcessEvent) {
+			if strings.HasPrefix(e.Cwd, "/") || !strings.HasSuffix(deep, "/"+e.Cwd) || !strings.HasSuffix(e.Cwd, "d69") {
+				t.Errorf("Cwd = %q, want a relative suffix of %q", e.Cwd, deep)
+			}
+		}},
+		{"script runs its interpreter", dir, []string{script, "paths-script"}, func(t *testing.T, e sensor.ProcessEvent) {
+			if e.Exe != dash || len(e.Args) < 2 || e.Args[1] != script {
+				t.Errorf("Exe %q Args %q, want %s running %s", e.Exe, e.Args, dash, script)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := os.Stat(tc.cwd); err != nil {
+				t.Skipf("no %s here: %v", tc.cwd, err)
+			}
+			cmd := exec.Command(tc.argv[0], tc.argv[1:]...)
+			cmd.Dir = tc.cwd
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%v: %v: %s", tc.argv, err, out)
+			}
+			pid := uint32(cmd.Process.Pid)
+			tc.check(t, c.wait(t, "exec", func(e sensor.ProcessEvent) bool {
+				return e.Kind == sensor.KindExec && e.PID == pid
+			}))
+		})
 	}
 }
