@@ -3,8 +3,10 @@ package process
 import (
 	"context"
 	"os/exec"
+	"strconv"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -60,4 +62,52 @@ func BenchmarkExec(b *testing.B) {
 			b.ReportMetric(float64(drops), "drops")
 		})
 	}
+}
+
+// BenchmarkShellLoop runs execs as fast as a shell can (one fork+exec+exit
+// per iteration) and reports the event rate the sensor delivered and how
+// many events were lost; b.N is the number of execs.
+func BenchmarkShellLoop(b *testing.B) {
+	s := openSensor(b, Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	var got atomic.Uint64
+	var shell atomic.Uint32
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Run(ctx, func(e sensor.ProcessEvent) {
+			if sh := shell.Load(); sh != 0 && (e.PPID == sh || e.PID == sh) {
+				got.Add(1)
+			}
+		})
+	}()
+	cmd := exec.Command("/bin/sh", "-c", `i=0; while [ $i -lt $1 ]; do /bin/true; i=$((i+1)); done`, "sh", strconv.Itoa(b.N))
+	b.ResetTimer()
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	shell.Store(uint32(cmd.Process.Pid))
+	if err := cmd.Wait(); err != nil {
+		b.Fatal(err)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	// The shell's own exec may come before its pid is known; the loop's
+	// children give 3 events each (fork, exec, exit) plus the shell's exit.
+	want := uint64(3*b.N + 1)
+	deadline := time.Now().Add(5 * time.Second)
+	for got.Load() < want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	var drops uint64
+	for _, d := range s.Stats().Dropped {
+		drops += d
+	}
+	b.ReportMetric(float64(got.Load())/elapsed.Seconds(), "events/s")
+	b.ReportMetric(float64(want)-float64(min(got.Load(), want)), "missing")
+	b.ReportMetric(float64(drops), "drops")
 }

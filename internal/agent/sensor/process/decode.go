@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/mamori-edr/mamori/internal/agent/sensor"
@@ -104,16 +103,26 @@ func encodeDev(kdev uint32) uint64 {
 // joinPath rebuilds a path from leaf-first NUL-terminated components. A
 // truncated walk did not reach the root, so the result is not absolute.
 func joinPath(b []byte, truncated bool) string {
-	parts := strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
-	if len(parts) == 1 && parts[0] == "" {
-		parts = nil
+	b = bytes.TrimSuffix(b, []byte{0})
+	if len(b) == 0 {
+		if truncated {
+			return ""
+		}
+		return "/"
 	}
-	slices.Reverse(parts)
-	p := strings.Join(parts, "/")
-	if truncated {
-		return p
+	var sb strings.Builder
+	sb.Grow(len(b) + 1)
+	for first := true; ; first = false {
+		i := bytes.LastIndexByte(b, 0)
+		if !first || !truncated {
+			sb.WriteByte('/')
+		}
+		sb.Write(b[i+1:])
+		if i < 0 {
+			return sb.String()
+		}
+		b = b[:i]
 	}
-	return "/" + p
 }
 
 // splitArgs splits the NUL-separated argv area. A trailing NUL ends the last

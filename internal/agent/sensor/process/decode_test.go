@@ -165,3 +165,15 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkDecode(b *testing.B) {
+	rec := record(sensor.KindExec, flagExe|flagCwd, "true\x00bin\x00usr\x00", "process\x00sensor\x00agent\x00internal\x00main\x00work\x00",
+		"/bin/sh\x00-c\x00i=0; while [ $i -lt 5000 ]; do /bin/true; i=$((i+1)); done\x00", 0)
+	var ev sensor.ProcessEvent
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := decode(rec, &ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
