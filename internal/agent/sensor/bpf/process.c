@@ -38,6 +38,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define F_CWD_TRUNC 0x08   /* cwd path is a suffix only */
 #define F_ARGS_TRUNC 0x10  /* argv longer than args_max */
 #define F_ARGS_FAULT 0x20  /* argv could not be read */
+#define F_EXE_UNLINKED 0x40 /* exe has no links: deleted, memfd, O_TMPFILE */
 
 #define ARGS_LIMIT 32768 /* hard cap for args_max */
 #define TAIL_SIZE (2 * MAMORI_PATH_REGION + ARGS_LIMIT + MAMORI_NAME_BUF)
@@ -230,6 +231,8 @@ static __always_inline __u32 fill_image(struct scratch *s, struct task_struct *t
 		h->ino = BPF_CORE_READ(ino, i_ino);
 		h->dev = BPF_CORE_READ(ino, i_sb, s_dev);
 		h->size = BPF_CORE_READ(ino, i_size);
+		if (BPF_CORE_READ(ino, i_nlink) == 0)
+			h->flags |= F_EXE_UNLINKED;
 		inode_times(ino, &h->mtime, &h->ctime);
 
 		n = mamori_path_walk(s->tail, &exe->f_path, &s->pos, &res);
@@ -299,7 +302,12 @@ static __always_inline void submit(struct scratch *s, __u32 tail, __u32 hook)
 	if (size > sizeof(struct event_hdr) + TAIL_SIZE)
 		size = sizeof(struct event_hdr) + TAIL_SIZE;
 
-	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+	/* Wake on crossing the mark only: above it the reader is already
+	 * busy draining and more wakeups would only cost IPIs. A crossing
+	 * lost to a race is caught by the reader's poll timer. */
+	if (avail < wakeup_bytes && avail + size >= wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	if (bpf_ringbuf_output(&events, &s->h, size, flags))
 		count_drop(hook);

@@ -21,6 +21,7 @@ const (
 	flagCwdTrunc  = 0x08
 	flagArgsTrunc = 0x10
 	flagArgsFault = 0x20
+	flagUnlinked  = 0x40
 )
 
 // Decode errors.
@@ -74,6 +75,10 @@ func decode(b []byte, ev *sensor.ProcessEvent) error {
 		ev.ExeMtimeNs = int64(le.Uint64(b[104:]))
 		ev.ExeCtimeNs = int64(le.Uint64(b[112:]))
 		ev.Exe = joinPath(tail[:exeLen], flags&flagExeTrunc != 0)
+		if flags&flagUnlinked != 0 {
+			// As readlink(/proc/PID/exe) shows it: fileless or replaced.
+			ev.Exe += " (deleted)"
+		}
 	}
 	if flags&flagCwd != 0 {
 		ev.Cwd = joinPath(tail[exeLen:exeLen+cwdLen], flags&flagCwdTrunc != 0)

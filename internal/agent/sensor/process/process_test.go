@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/mamori-edr/mamori/internal/agent/sensor"
 )
@@ -501,6 +502,11 @@ func TestPaths(t *testing.T) {
 				t.Errorf("Cwd = %q, want a relative suffix of %q", e.Cwd, deep)
 			}
 		}},
+		{"fileless exec from a memfd", "/", []string{"memfd"}, func(t *testing.T, e sensor.ProcessEvent) {
+			if e.Exe != "/memfd:mtrue (deleted)" {
+				t.Errorf("Exe = %q, want /memfd:mtrue (deleted)", e.Exe)
+			}
+		}},
 		{"script runs its interpreter", dir, []string{script, "paths-script"}, func(t *testing.T, e sensor.ProcessEvent) {
 			if e.Exe != dash || len(e.Args) < 2 || e.Args[1] != script {
 				t.Errorf("Exe %q Args %q, want %s running %s", e.Exe, e.Args, dash, script)
@@ -510,6 +516,9 @@ func TestPaths(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := os.Stat(tc.cwd); err != nil {
 				t.Skipf("no %s here: %v", tc.cwd, err)
+			}
+			if tc.argv[0] == "memfd" {
+				tc.argv = []string{memfdTrue(t), "paths-memfd"}
 			}
 			cmd := exec.Command(tc.argv[0], tc.argv[1:]...)
 			cmd.Dir = tc.cwd
@@ -521,5 +530,44 @@ func TestPaths(t *testing.T) {
 				return e.Kind == sensor.KindExec && e.PID == pid
 			}))
 		})
+	}
+}
+
+// memfdTrue copies /bin/true into a memfd and returns a path that execs it.
+func memfdTrue(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.MemfdCreate("mtrue", 0)
+	if err != nil {
+		t.Skipf("memfd_create: %v", err)
+	}
+	f := os.NewFile(uintptr(fd), "memfd")
+	t.Cleanup(func() { f.Close() })
+	b, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), fd)
+}
+
+// TestWakeupOnFill checks that a filling ring wakes the reader long before
+// its poll timer would.
+func TestWakeupOnFill(t *testing.T) {
+	c := startCollector(t, Options{RingBytes: 1 << 16, Poll: 10 * time.Second})
+	time.Sleep(20 * time.Millisecond) // let Run start its 10s wait
+	start := time.Now()
+	self := uint32(os.Getpid())
+	for range 30 {
+		if err := exec.Command("/bin/true", "wakeup").Run(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.wait(t, "child exec", func(e sensor.ProcessEvent) bool {
+		return e.Kind == sensor.KindExec && e.PPID == self && len(e.Args) == 2 && e.Args[1] == "wakeup"
+	})
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("first event after %v, want well under the 10s poll", d)
 	}
 }
