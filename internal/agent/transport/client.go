@@ -380,7 +380,11 @@ func (c *Client) deliver(ctx context.Context, b wire.Batch, res *DeliverResult, 
 		resp, err := c.SendBatch(ctx, b)
 		if err == nil {
 			bo.Reset()
-			res.AckedSeq = max(res.AckedSeq, resp.AckedSeq)
+			// A batch without records acknowledges nothing: the server's
+			// watermark may describe data this spool no longer has.
+			if n := len(b.Records); n > 0 {
+				res.AckedSeq = max(res.AckedSeq, min(resp.AckedSeq, b.Records[n-1].Seq))
+			}
 			res.Stored += resp.Stored
 			res.Duplicates += resp.Duplicates
 			return nil
