@@ -287,8 +287,22 @@ func checkExec(t *testing.T, c *collector) {
 	}
 }
 
+// modes lists the hook modes every kernel test runs in.
+var modes = []struct {
+	name string
+	opts Options
+}{
+	{ModeTPBTF, Options{}},
+	{ModeRawTP, Options{ForceRawTP: true}},
+}
+
 func TestExitCodeAndSignal(t *testing.T) {
-	c := startCollector(t, Options{})
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { checkExitCodeAndSignal(t, startCollector(t, m.opts)) })
+	}
+}
+
+func checkExitCodeAndSignal(t *testing.T, c *collector) {
 
 	cmd := exec.Command("/bin/sh", "-c", "exit 7")
 	if err := cmd.Run(); err == nil {
@@ -307,9 +321,22 @@ func TestExitCodeAndSignal(t *testing.T) {
 		t.Fatal(err)
 	}
 	spid := uint32(sleep.Process.Pid)
-	c.wait(t, "sleep exec", func(e sensor.ProcessEvent) bool {
+	sleepExec := c.wait(t, "sleep exec", func(e sensor.ProcessEvent) bool {
 		return e.Kind == sensor.KindExec && e.PID == spid
 	})
+	// /proc/PID/stat field 22 is start_boottime in USER_HZ (100) ticks.
+	if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", spid)); err != nil {
+		t.Fatal(err)
+	} else {
+		fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+		ticks, err := strconv.ParseUint(fields[19], 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sleepExec.StartBootNs / 1e7; got != ticks {
+			t.Errorf("StartBootNs = %d (%d ticks), /proc says %d ticks", sleepExec.StartBootNs, got, ticks)
+		}
+	}
 	if err := sleep.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +352,12 @@ func TestExitCodeAndSignal(t *testing.T) {
 // TestThreadsFiltered checks that thread creation and thread exit are not
 // reported as process fork and exit.
 func TestThreadsFiltered(t *testing.T) {
-	c := startCollector(t, Options{})
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) { checkThreadsFiltered(t, startCollector(t, m.opts)) })
+	}
+}
+
+func checkThreadsFiltered(t *testing.T, c *collector) {
 	self := uint32(os.Getpid())
 
 	// A goroutine that locks its thread and returns without unlocking
