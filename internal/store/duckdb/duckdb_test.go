@@ -10,11 +10,9 @@ import (
 )
 
 func TestEventStoreConformance(t *testing.T) {
-	storetest.TestEventStore(t, func(t *testing.T, dir string) store.EventStore {
-		s, err := OpenEvents(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	})
+	storetest.TestEventStore(t, func(dir string) (store.EventStore, error) { return OpenEvents(dir) })
+}
+
+func TestEventStoreHostile(t *testing.T) {
+	storetest.TestEventStoreHostile(t, func(dir string) (store.EventStore, error) { return OpenEvents(dir) })
 }

@@ -256,6 +256,11 @@ func Condition(c store.Condition, col func(string) string) (string, []any, error
 	if !ok {
 		return "", nil, fmt.Errorf("%w: unknown field %q", store.ErrBadQuery, c.Field)
 	}
+	// SQLite's LIKE stops at a NUL in the pattern, which would turn
+	// "contains NUL" into "matches everything"; no event field holds one.
+	if strings.IndexByte(c.Value, 0) >= 0 {
+		return "", nil, fmt.Errorf("%w: %s: value contains a NUL byte", store.ErrBadQuery, c.Field)
+	}
 	name := col(c.Field)
 	var v any = c.Value
 	if kind == "int" {

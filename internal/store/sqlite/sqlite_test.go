@@ -1,6 +1,10 @@
 package sqlite
 
 import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/mamori-edr/mamori/internal/store"
@@ -8,21 +12,61 @@ import (
 )
 
 func TestEventStoreConformance(t *testing.T) {
-	storetest.TestEventStore(t, func(t *testing.T, dir string) store.EventStore {
-		s, err := OpenEvents(dir)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	})
+	storetest.TestEventStore(t, func(dir string) (store.EventStore, error) { return OpenEvents(dir) })
 }
 
 func TestStateStoreConformance(t *testing.T) {
-	storetest.TestStateStore(t, func(t *testing.T, dir string) store.StateStore {
-		s, err := OpenState(dir)
-		if err != nil {
-			t.Fatal(err)
+	storetest.TestStateStore(t, func(dir string) (store.StateStore, error) { return OpenState(dir) })
+}
+
+func TestEventStoreHostile(t *testing.T) {
+	storetest.TestEventStoreHostile(t, func(dir string) (store.EventStore, error) { return OpenEvents(dir) })
+}
+
+func TestStateCorruptFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, StateFile)
+	if err := os.WriteFile(path, []byte("SQLite format 3\x00 but then garbage"+strings.Repeat("\xff", 5000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := OpenState(dir)
+	if err == nil {
+		s.Close()
+		t.Fatal("opened a corrupt state file")
+	}
+	if !strings.Contains(err.Error(), path) {
+		t.Fatalf("error does not name the file: %v", err)
+	}
+}
+
+func TestAuditIsAppendOnly(t *testing.T) {
+	s, err := OpenState(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	if err := s.AppendAudit(ctx, store.AuditEntry{Tenant: "a", Action: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{`UPDATE audit SET action = 'y'`, `DELETE FROM audit`} {
+		if _, err := s.db.w.ExecContext(ctx, q); err == nil || !strings.Contains(err.Error(), "append-only") {
+			t.Errorf("%s: %v, want the append-only trigger to refuse", q, err)
 		}
-		return s
-	})
+	}
+}
+
+func TestEscapeLike(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"plain", "plain"},
+		{"100%", `100\%`},
+		{"a_b", `a\_b`},
+		{`c:\x`, `c:\\x`},
+		{`%_\`, `\%\_\\`},
+		{"ünï%", `ünï\%`},
+	} {
+		if got := EscapeLike(tc.in); got != tc.want {
+			t.Errorf("EscapeLike(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
 }

@@ -155,5 +155,6 @@ func QueryCases() []QueryCase {
 		{Name: "int overflow", Query: conds(cond("process.pid", store.OpEq, "99999999999999999999")), Err: bad},
 		{Name: "unknown op", Query: conds(cond("process.name", "regex", ".*")), Err: bad},
 		{Name: "negative limit", Query: store.EventQuery{Limit: -1}, Err: bad},
+		{Name: "NUL in value", Query: conds(cond("process.args", store.OpContains, "\x00")), Err: bad},
 	}
 }

@@ -13,8 +13,16 @@ import (
 
 // TestStateStore runs the state store suite. open must return a fresh store
 // for a new dir and the same data when called again on a dir.
-func TestStateStore(t *testing.T, open func(t *testing.T, dir string) store.StateStore) {
+func TestStateStore(t *testing.T, openErr func(dir string) (store.StateStore, error)) {
 	ctx := context.Background()
+	open := func(t *testing.T, dir string) store.StateStore {
+		t.Helper()
+		s, err := openErr(dir)
+		if err != nil {
+			t.Fatalf("open %s: %v", dir, err)
+		}
+		return s
+	}
 	now := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 	fresh := func(t *testing.T) store.StateStore {
 		s := open(t, t.TempDir())

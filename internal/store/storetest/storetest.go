@@ -70,8 +70,16 @@ func EntityID(pid uint32) string { return schema.EntityID("boot", pid, uint64(pi
 
 // TestEventStore runs the event store suite. open must return a fresh,
 // empty store for a new dir and the same data when called again on a dir.
-func TestEventStore(t *testing.T, open func(t *testing.T, dir string) store.EventStore) {
+func TestEventStore(t *testing.T, openErr func(dir string) (store.EventStore, error)) {
 	ctx := context.Background()
+	open := func(t *testing.T, dir string) store.EventStore {
+		t.Helper()
+		s, err := openErr(dir)
+		if err != nil {
+			t.Fatalf("open %s: %v", dir, err)
+		}
+		return s
+	}
 	// fixture appends the same rows for tenants "a" and "b" ("b" gets
 	// a marker in args so a leak is visible) and returns the store.
 	fixture := func(t *testing.T) store.EventStore {
