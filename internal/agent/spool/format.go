@@ -53,23 +53,21 @@ func decodeHeader(h []byte) (uint64, error) {
 	return first, nil
 }
 
-// recordCRC is the checksum stored in a record header.
-func recordCRC(n uint32, seq uint64, payload []byte) uint32 {
-	var b [12]byte
-	binary.LittleEndian.PutUint32(b[:4], n)
-	binary.LittleEndian.PutUint64(b[4:], seq)
-	c := crc32.Update(0, castagnoli, b[:])
+// recordCRC is the checksum stored in a record header h: it covers the
+// length, the seq and the payload.
+func recordCRC(h, payload []byte) uint32 {
+	c := crc32.Update(0, castagnoli, h[0:4])
+	c = crc32.Update(c, castagnoli, h[8:16])
 	return crc32.Update(c, castagnoli, payload)
 }
 
 // appendRecord encodes one record onto dst.
 func appendRecord(dst []byte, seq uint64, payload []byte) []byte {
-	n := uint32(len(payload))
-	var h [recHeaderSize]byte
-	binary.LittleEndian.PutUint32(h[0:], n)
-	binary.LittleEndian.PutUint32(h[4:], recordCRC(n, seq, payload))
-	binary.LittleEndian.PutUint64(h[8:], seq)
-	dst = append(dst, h[:]...)
+	start := len(dst)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(payload)))
+	dst = binary.LittleEndian.AppendUint32(dst, 0)
+	dst = binary.LittleEndian.AppendUint64(dst, seq)
+	binary.LittleEndian.PutUint32(dst[start+4:], recordCRC(dst[start:], payload))
 	return append(dst, payload...)
 }
 
@@ -136,6 +134,8 @@ func (sc *scanner) candidate(off int64, maxSeq uint64) (ok bool, err error) {
 	n := binary.LittleEndian.Uint32(h[0:])
 	crc := binary.LittleEndian.Uint32(h[4:])
 	seq := binary.LittleEndian.Uint64(h[8:])
+	var hdr [recHeaderSize]byte // h may move when the window slides
+	copy(hdr[:], h)
 	if seq <= sc.prev || seq > maxSeq || n > maxRecordLimit || off+recHeaderSize+int64(n) > sc.w.end {
 		return false, nil
 	}
@@ -143,7 +143,7 @@ func (sc *scanner) candidate(off int64, maxSeq uint64) (ok bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	if recordCRC(n, seq, p) != crc {
+	if recordCRC(hdr[:], p) != crc {
 		return false, nil
 	}
 	sc.seq, sc.recOff, sc.payload = seq, off, p
