@@ -179,6 +179,10 @@ func (s *Server) hostState(tenant, id string) *hostState {
 
 func (s *Server) handleEvents(w http.ResponseWriter, r *http.Request) {
 	h := r.Context().Value(hostKey).(store.Host)
+	if r.ContentLength > wire.MaxBatchCompressed {
+		writeAgentErr(w, errorf(http.StatusRequestEntityTooLarge, wire.CodeTooLarge, "batch larger than %d bytes compressed", wire.MaxBatchCompressed))
+		return
+	}
 	body := http.MaxBytesReader(w, r.Body, wire.MaxBatchCompressed)
 	batch, events, err := DecodeBatch(body, r.Header.Get("Content-Encoding"), h.Tenant, h.ID)
 	if err != nil {

@@ -163,8 +163,13 @@ func TestAgentAuth(t *testing.T) {
 		// Send it even though the server asks for certificates of its own CA.
 		hc.Transport.(*http.Transport).TLSClientConfig.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &foreign, nil }
 		_, _, err := postJSON(hc, env.url+wire.PathEvents, batch)
-		if err == nil || !strings.Contains(err.Error(), "certificate") {
-			t.Fatalf("want a TLS certificate error, got %v", err)
+		// TLS 1.3 reports the server's alert either as "bad certificate"
+		// or, when the request was already being written, a broken pipe.
+		if err == nil {
+			t.Fatal("a certificate from another CA was accepted")
+		}
+		if n := env.count(RootTenant); n != 0 {
+			t.Fatalf("stored %d events from a foreign certificate", n)
 		}
 	})
 	t.Run("server cert as client cert", func(t *testing.T) {
