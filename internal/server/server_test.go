@@ -356,3 +356,29 @@ func TestGapsAndLoss(t *testing.T) {
 		t.Fatalf("loss not in host status: %s %v", h.Status, err)
 	}
 }
+
+func TestHeartbeatAndLossRecord(t *testing.T) {
+	env := startServer(t, nil)
+	a := env.enroll("")
+	ctx := context.Background()
+	st, b, err := postJSON(a.hc, env.url+wire.PathHeartbeat, wire.Heartbeat{BootID: testBoot, Status: &wire.AgentStatus{SensorMode: "raw_tp", Hooks: []string{"sched_process_exec"}}})
+	if err != nil || st != 200 {
+		t.Fatalf("heartbeat: %d %s %v", st, b, err)
+	}
+	h, err := env.admin.Host(ctx, a.hostID, "")
+	if err != nil || !strings.Contains(string(h.Status), `"sensor_mode":"raw_tp"`) {
+		t.Fatalf("status after heartbeat: %s %v", h.Status, err)
+	}
+	// An agent_loss record spooled by the agent is stored like any event.
+	loss := schema.Event{Schema: schema.Version, BootID: testBoot, Time: time.Now().UTC(), Type: schema.AgentLoss, Loss: &schema.Loss{SpoolDropped: 3}}
+	if st, br, we := a.sendBatch(wire.Batch{BootID: testBoot, Records: records(1, loss)}); st != 200 || br.Stored != 1 {
+		t.Fatalf("loss record: %d %+v %+v", st, br, we)
+	}
+	evs, err := env.admin.Events(ctx, apiclient.EventFilter{Types: []string{"agent_loss"}})
+	if err != nil || len(evs) != 1 || evs[0].Loss == nil || evs[0].Loss.SpoolDropped != 3 {
+		t.Fatalf("agent_loss query: %+v %v", evs, err)
+	}
+	if st, b, _ := postJSON(a.hc, env.url+wire.PathHeartbeat, "not an object"); st != 400 {
+		t.Fatalf("bad heartbeat: %d %s", st, b)
+	}
+}
