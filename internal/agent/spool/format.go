@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"math"
 )
 
 const (
@@ -159,10 +160,11 @@ func (sc *scanner) next() (bool, error) {
 	if start+recHeaderSize > sc.w.end {
 		return false, nil
 	}
-	// The record at start must carry exactly prev+1; further on, each lost
+	// At a record boundary any later seq is accepted (a segment recovered
+	// after a counted loss may continue past a gap). Further on, each lost
 	// record occupied at least a header, which bounds how far seq can jump,
 	// so random bytes rarely even reach the checksum.
-	ok, err := sc.candidate(start, sc.prev+1)
+	ok, err := sc.candidate(start, math.MaxUint64)
 	if err != nil {
 		return false, err
 	}

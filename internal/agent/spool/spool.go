@@ -253,6 +253,8 @@ func (s *Spool) recover() error {
 	s.deleteAckedLocked()
 
 	if n := len(s.segs); n > 0 {
+		// Appends continue in the newest segment only if no seq is missing
+		// at its end, so seqs stay consecutive within a segment.
 		seg := s.segs[n-1]
 		f, err := os.OpenFile(filepath.Join(s.dir, segName(seg.first)), os.O_RDWR, 0)
 		if err != nil {
@@ -266,7 +268,11 @@ func (s *Spool) recover() error {
 			s.bytes -= seg.size - seg.end
 			seg.size = seg.end
 		}
-		s.active, s.activeSeg = f, seg
+		if seg.last+1 == s.st.next {
+			s.active, s.activeSeg = f, seg
+		} else {
+			f.Close()
+		}
 	}
 	return writeState(s.dir, &s.st)
 }
