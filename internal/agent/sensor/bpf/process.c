@@ -5,8 +5,9 @@
  * process.c: process exec, fork and exit events for Mamori.
  *
  * Every hook exists twice, as tp_btf (typed arguments, 5.5+) and as raw_tp
- * (for kernels that refuse BTF-typed tracing). Both read the kernel with
- * BPF_CORE_READ, so one body serves both. The loader picks one set.
+ * (for kernels that refuse BTF-typed tracing). process_hooks.h holds one
+ * body, compiled once with direct loads (tp_btf) and once with CO-RE probe
+ * reads (raw_tp). The loader picks one set.
  *
  * An event is a fixed header followed by a variable tail:
  *   exe components (leaf first) | cwd components (leaf first) | argv bytes
@@ -146,27 +147,6 @@ static __always_inline __s64 ts_ns(__s64 sec, __s64 nsec)
 	return sec * 1000000000LL + (nsec & 0x3fffffff);
 }
 
-static __always_inline void inode_times(struct inode *ino, __s64 *mtime, __s64 *ctime)
-{
-	if (bpf_core_field_exists(((struct inode___v611 *)0)->i_mtime_sec)) {
-		struct inode___v611 *i = (void *)ino;
-		*mtime = ts_ns(BPF_CORE_READ(i, i_mtime_sec), BPF_CORE_READ(i, i_mtime_nsec));
-		*ctime = ts_ns(BPF_CORE_READ(i, i_ctime_sec), BPF_CORE_READ(i, i_ctime_nsec));
-	} else if (bpf_core_field_exists(((struct inode___v67 *)0)->__i_mtime)) {
-		struct inode___v67 *i = (void *)ino;
-		*mtime = ts_ns(BPF_CORE_READ(i, __i_mtime.tv_sec), BPF_CORE_READ(i, __i_mtime.tv_nsec));
-		*ctime = ts_ns(BPF_CORE_READ(i, __i_ctime.tv_sec), BPF_CORE_READ(i, __i_ctime.tv_nsec));
-	} else if (bpf_core_field_exists(((struct inode___v66 *)0)->__i_ctime)) {
-		struct inode___v66 *i = (void *)ino;
-		*mtime = ts_ns(BPF_CORE_READ(i, i_mtime.tv_sec), BPF_CORE_READ(i, i_mtime.tv_nsec));
-		*ctime = ts_ns(BPF_CORE_READ(i, __i_ctime.tv_sec), BPF_CORE_READ(i, __i_ctime.tv_nsec));
-	} else {
-		struct inode___old *i = (void *)ino;
-		*mtime = ts_ns(BPF_CORE_READ(i, i_mtime.tv_sec), BPF_CORE_READ(i, i_mtime.tv_nsec));
-		*ctime = ts_ns(BPF_CORE_READ(i, i_ctime.tv_sec), BPF_CORE_READ(i, i_ctime.tv_nsec));
-	}
-}
-
 static __always_inline struct scratch *scratch_get(void)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
@@ -180,117 +160,6 @@ static __always_inline void count_drop(__u32 hook)
 
 	if (c)
 		c->dropped++;
-}
-
-/* fill_task fills the identity part of the header from a task. */
-static __always_inline void fill_task(struct event_hdr *h, struct task_struct *task)
-{
-	struct task_struct *parent = BPF_CORE_READ(task, real_parent);
-	const struct cred *cred = BPF_CORE_READ(task, cred);
-
-	h->ktime = bpf_ktime_get_boot_ns();
-	h->pid = BPF_CORE_READ(task, tgid);
-	h->tid = BPF_CORE_READ(task, pid);
-	h->ppid = BPF_CORE_READ(parent, tgid);
-	/* The process's start is its leader's: the last thread to exit, or a
-	 * parent that was a non-leader thread, started later. */
-	h->start = BPF_CORE_READ(task, group_leader, start_boottime);
-	h->pstart = BPF_CORE_READ(parent, group_leader, start_boottime);
-	h->uid = BPF_CORE_READ(cred, uid.val);
-	h->euid = BPF_CORE_READ(cred, euid.val);
-	h->gid = BPF_CORE_READ(cred, gid.val);
-	h->egid = BPF_CORE_READ(cred, egid.val);
-	if (bpf_core_field_exists(task->loginuid)) {
-		h->loginuid = BPF_CORE_READ(task, loginuid.val);
-		h->sessionid = BPF_CORE_READ(task, sessionid);
-	} else {
-		h->loginuid = (__u32)-1;
-		h->sessionid = (__u32)-1;
-	}
-	h->cgroup = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
-	BPF_CORE_READ_STR_INTO(&h->comm, task, comm);
-}
-
-/*
- * fill_image writes exe identity, exe path, cwd and argv of task into s and
- * returns the tail length. argv is read from the current task's memory at
- * task->mm's addresses: for exec current is task, for fork current is the
- * parent whose memory the child's is a copy of.
- */
-static __always_inline __u32 fill_image(struct scratch *s, struct task_struct *task,
-					struct file *exe)
-{
-	struct event_hdr *h = &s->h;
-	struct mm_struct *mm = BPF_CORE_READ(task, mm);
-	__u32 off = 0, n;
-	__u8 res;
-
-	if (exe) {
-		struct inode *ino = BPF_CORE_READ(exe, f_inode);
-
-		h->ino = BPF_CORE_READ(ino, i_ino);
-		h->dev = BPF_CORE_READ(ino, i_sb, s_dev);
-		h->size = BPF_CORE_READ(ino, i_size);
-		if (BPF_CORE_READ(ino, i_nlink) == 0)
-			h->flags |= F_EXE_UNLINKED;
-		inode_times(ino, &h->mtime, &h->ctime);
-
-		n = mamori_path_walk(s->tail, &exe->f_path, &s->pos, &res);
-		if (n > MAMORI_PATH_REGION)
-			n = MAMORI_PATH_REGION;
-		h->exe_len = n;
-		h->flags |= F_EXE;
-		if (res & MAMORI_PATH_TRUNC)
-			h->flags |= F_EXE_TRUNC;
-		off = n;
-	}
-
-	{
-		struct fs_struct *fs = BPF_CORE_READ(task, fs);
-
-		if (fs) {
-			barrier_var(off);
-			if (off > MAMORI_PATH_REGION)
-				off = MAMORI_PATH_REGION;
-			n = mamori_path_walk(&s->tail[off], &fs->pwd, &s->pos, &res);
-			if (n > MAMORI_PATH_REGION)
-				n = MAMORI_PATH_REGION;
-			h->cwd_len = n;
-			h->flags |= F_CWD;
-			if (res & MAMORI_PATH_TRUNC)
-				h->flags |= F_CWD_TRUNC;
-			off += n;
-		}
-	}
-
-	if (mm) {
-		unsigned long start = BPF_CORE_READ(mm, arg_start);
-		unsigned long end = BPF_CORE_READ(mm, arg_end);
-		__u32 max = args_max;
-		__u32 len;
-
-		if (end > start) {
-			if (end - start > max) {
-				len = max;
-				h->flags |= F_ARGS_TRUNC;
-			} else {
-				len = end - start;
-			}
-			barrier_var(len);
-			if (len > ARGS_LIMIT)
-				len = ARGS_LIMIT;
-			barrier_var(off);
-			if (off > 2 * MAMORI_PATH_REGION)
-				off = 2 * MAMORI_PATH_REGION;
-			if (len && bpf_probe_read_user(&s->tail[off], len, (void *)start) == 0) {
-				h->args_len = len;
-				off += len;
-			} else if (len) {
-				h->flags |= F_ARGS_FAULT;
-			}
-		}
-	}
-	return off;
 }
 
 static __always_inline void submit(struct scratch *s, __u32 tail, __u32 hook)
@@ -313,96 +182,57 @@ static __always_inline void submit(struct scratch *s, __u32 tail, __u32 hook)
 		count_drop(hook);
 }
 
-static __always_inline int on_exec(struct task_struct *task, struct linux_binprm *bprm)
-{
-	struct scratch *s;
-	__u32 tail;
+/* Direct loads on BTF pointers. */
+#define RD(x) (x)
+#define SFX(name) name##_btf
+#include "process_hooks.h"
+#undef RD
+#undef SFX
 
-	s = scratch_get();
-	if (!s)
-		return 0;
-	__builtin_memset(&s->h, 0, sizeof(s->h));
-	s->h.kind = KIND_EXEC;
-	fill_task(&s->h, task);
-	tail = fill_image(s, task, BPF_CORE_READ(bprm, file));
-	submit(s, tail, HOOK_EXEC);
-	return 0;
-}
-
-static __always_inline int on_fork(struct task_struct *parent, struct task_struct *child)
-{
-	struct scratch *s;
-	__u32 tail;
-
-	/* Threads share the parent's tgid; kernel threads have no image. */
-	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
-		return 0;
-	if (BPF_CORE_READ(child, flags) & PF_KTHREAD)
-		return 0;
-	s = scratch_get();
-	if (!s)
-		return 0;
-	__builtin_memset(&s->h, 0, sizeof(s->h));
-	s->h.kind = KIND_FORK;
-	fill_task(&s->h, child);
-	tail = fill_image(s, child, BPF_CORE_READ(child, mm, exe_file));
-	submit(s, tail, HOOK_FORK);
-	return 0;
-}
-
-static __always_inline int on_exit(struct task_struct *task)
-{
-	struct scratch *s;
-
-	if (BPF_CORE_READ(task, flags) & PF_KTHREAD)
-		return 0;
-	/* do_exit decrements signal->live before the tracepoint: zero means
-	 * this is the last thread of the process. */
-	if (BPF_CORE_READ(task, signal, live.counter) != 0)
-		return 0;
-	s = scratch_get();
-	if (!s)
-		return 0;
-	__builtin_memset(&s->h, 0, sizeof(s->h));
-	s->h.kind = KIND_EXIT;
-	fill_task(&s->h, task);
-	s->h.exit_code = BPF_CORE_READ(task, exit_code);
-	submit(s, 0, HOOK_EXIT);
-	return 0;
-}
+/* CO-RE probe reads on untyped pointers. */
+#define RD(x)                                                                  \
+	({                                                                     \
+		typeof(x) __rd;                                                \
+		bpf_core_read(&__rd, sizeof(__rd), &(x));                      \
+		__rd;                                                          \
+	})
+#define SFX(name) name##_raw
+#include "process_hooks.h"
+#undef RD
+#undef SFX
 
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(tp_btf_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	return on_exec(p, bprm);
+	return on_exec_btf(p, bprm);
 }
 
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(tp_btf_fork, struct task_struct *parent, struct task_struct *child)
 {
-	return on_fork(parent, child);
+	return on_fork_btf(parent, child);
 }
 
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(tp_btf_exit, struct task_struct *p)
 {
-	return on_exit(p);
+	return on_exit_btf(p);
 }
 
 SEC("raw_tp/sched_process_exec")
 int BPF_PROG(raw_tp_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	return on_exec(p, bprm);
+	return on_exec_raw(p, bprm);
 }
 
 SEC("raw_tp/sched_process_fork")
 int BPF_PROG(raw_tp_fork, struct task_struct *parent, struct task_struct *child)
 {
-	return on_fork(parent, child);
+	return on_fork_raw(parent, child);
 }
 
 SEC("raw_tp/sched_process_exit")
 int BPF_PROG(raw_tp_exit, struct task_struct *p)
 {
-	return on_exit(p);
+	return on_exit_raw(p);
 }

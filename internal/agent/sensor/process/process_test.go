@@ -296,9 +296,20 @@ var modes = []struct {
 	{ModeRawTP, Options{ForceRawTP: true}},
 }
 
+// startMode starts a collector and skips when the kernel loaded another
+// mode than the one under test (tp_btf refused: Open fell back).
+func startMode(t *testing.T, mode string, opts Options) *collector {
+	t.Helper()
+	c := startCollector(t, opts)
+	if got := c.s.Stats().Mode; got != mode {
+		t.Skipf("kernel refused %s, loaded %s", mode, got)
+	}
+	return c
+}
+
 func TestExitCodeAndSignal(t *testing.T) {
 	for _, m := range modes {
-		t.Run(m.name, func(t *testing.T) { checkExitCodeAndSignal(t, startCollector(t, m.opts)) })
+		t.Run(m.name, func(t *testing.T) { checkExitCodeAndSignal(t, startMode(t, m.name, m.opts)) })
 	}
 }
 
@@ -353,7 +364,7 @@ func checkExitCodeAndSignal(t *testing.T, c *collector) {
 // reported as process fork and exit.
 func TestThreadsFiltered(t *testing.T) {
 	for _, m := range modes {
-		t.Run(m.name, func(t *testing.T) { checkThreadsFiltered(t, startCollector(t, m.opts)) })
+		t.Run(m.name, func(t *testing.T) { checkThreadsFiltered(t, startMode(t, m.name, m.opts)) })
 	}
 }
 
