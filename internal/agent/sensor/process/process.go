@@ -54,7 +54,7 @@ var hookNames = [3]string{"sched_process_exec", "sched_process_fork", "sched_pro
 // The kernel wakes the reader only once the ring is 1/16 full; below that
 // Run reads on a timer, so an event waits at most Poll before emit.
 type Options struct {
-	RingBytes  int           // ring buffer size in bytes, a power of two >= 4096; default 8 MiB
+	RingBytes  int           // ring buffer size in bytes, a power of two >= the page size; default 8 MiB
 	ArgsMax    int           // max argv bytes captured, 1..32 KiB; default 16 KiB (ArgsTruncated set beyond)
 	Poll       time.Duration // longest an event waits in a quiet ring, 1ms..10s; default 50ms
 	ForceRawTP bool          // skip tp_btf and load the raw_tp fallback (tests, broken BTF)
@@ -65,8 +65,8 @@ func (o *Options) validate() error {
 	if o.RingBytes == 0 {
 		o.RingBytes = DefaultRingBytes
 	}
-	if o.RingBytes < minRingBytes || o.RingBytes&(o.RingBytes-1) != 0 {
-		return fmt.Errorf("process sensor: RingBytes %d: must be a power of two >= %d", o.RingBytes, minRingBytes)
+	if floor := max(minRingBytes, os.Getpagesize()); o.RingBytes < floor || o.RingBytes&(o.RingBytes-1) != 0 {
+		return fmt.Errorf("process sensor: RingBytes %d: must be a power of two >= %d (the page size)", o.RingBytes, floor)
 	}
 	if o.ArgsMax == 0 {
 		o.ArgsMax = DefaultArgsMax

@@ -614,3 +614,31 @@ func TestWakeupOnFill(t *testing.T) {
 		t.Errorf("first event after %v, want well under the 10s poll", d)
 	}
 }
+
+// TestCloseStopsRun checks that Close during Run makes Run return cleanly.
+func TestCloseStopsRun(t *testing.T) {
+	s, err := Open(Options{Poll: 5 * time.Second})
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		t.Skipf("kernel cannot run the process sensor: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Run(context.Background(), func(sensor.ProcessEvent) {}) }()
+	time.Sleep(50 * time.Millisecond)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run after Close = %v, want nil", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Run still running 3s after Close")
+	}
+	if st := s.Stats(); st.Mode == "" {
+		t.Error("Stats after Close lost the mode")
+	}
+}
