@@ -65,49 +65,59 @@ func BenchmarkExec(b *testing.B) {
 }
 
 // BenchmarkShellLoop runs execs as fast as a shell can (one fork+exec+exit
-// per iteration) and reports the event rate the sensor delivered and how
-// many events were lost; b.N is the number of execs.
+// per iteration; b.N execs) without the sensor ("off") and with it ("on"),
+// and reports the event rate delivered and the events lost.
 func BenchmarkShellLoop(b *testing.B) {
-	s := openSensor(b, Options{})
-	ctx, cancel := context.WithCancel(context.Background())
-	var got atomic.Uint64
-	var shell atomic.Uint32
-	done := make(chan error, 1)
-	go func() {
-		done <- s.Run(ctx, func(e sensor.ProcessEvent) {
-			if sh := shell.Load(); sh != 0 && (e.PPID == sh || e.PID == sh) {
-				got.Add(1)
-			}
-		})
-	}()
-	cmd := exec.Command("/bin/sh", "-c", `i=0; while [ $i -lt $1 ]; do /bin/true; i=$((i+1)); done`, "sh", strconv.Itoa(b.N))
-	b.ResetTimer()
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
+	loop := func(b *testing.B) *exec.Cmd {
+		return exec.Command("/bin/sh", "-c", `i=0; while [ $i -lt $1 ]; do /bin/true; i=$((i+1)); done`, "sh", strconv.Itoa(b.N))
 	}
-	shell.Store(uint32(cmd.Process.Pid))
-	if err := cmd.Wait(); err != nil {
-		b.Fatal(err)
-	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	// The shell's own exec may come before its pid is known; the loop's
-	// children give 3 events each (fork, exec, exit) plus the shell's exit.
-	want := uint64(3*b.N + 1)
-	deadline := time.Now().Add(5 * time.Second)
-	for got.Load() < want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
-	var drops uint64
-	for _, d := range s.Stats().Dropped {
-		drops += d
-	}
-	b.ReportMetric(float64(got.Load())/elapsed.Seconds(), "events/s")
-	b.ReportMetric(float64(want)-float64(min(got.Load(), want)), "missing")
-	b.ReportMetric(float64(drops), "drops")
+	b.Run("off", func(b *testing.B) {
+		if err := loop(b).Run(); err != nil {
+			b.Fatal(err)
+		}
+	})
+	b.Run("on", func(b *testing.B) {
+		b.StopTimer()
+		s := openSensor(b, Options{})
+		ctx, cancel := context.WithCancel(context.Background())
+		var got atomic.Uint64
+		var shell atomic.Uint32
+		done := make(chan error, 1)
+		go func() {
+			done <- s.Run(ctx, func(e sensor.ProcessEvent) {
+				if sh := shell.Load(); sh != 0 && (e.PPID == sh || e.PID == sh) {
+					got.Add(1)
+				}
+			})
+		}()
+		cmd := loop(b)
+		b.StartTimer()
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		shell.Store(uint32(cmd.Process.Pid))
+		if err := cmd.Wait(); err != nil {
+			b.Fatal(err)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		// Each iteration gives fork, exec and exit; plus the shell's exit.
+		want := uint64(3*b.N + 1)
+		deadline := time.Now().Add(5 * time.Second)
+		for got.Load() < want && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatal(err)
+		}
+		var drops uint64
+		for _, d := range s.Stats().Dropped {
+			drops += d
+		}
+		b.ReportMetric(float64(got.Load())/elapsed.Seconds(), "events/s")
+		b.ReportMetric(float64(want)-float64(min(got.Load(), want)), "missing")
+		b.ReportMetric(float64(drops), "drops")
+	})
 }
