@@ -11,6 +11,14 @@
 // Also, events are delivered from one goroutine: a slow emit callback fills
 // the ring buffer and the kernel then drops events (counted in
 // Stats().Dropped), it never waits for user space.
+//
+// What the fields mean: PIDs are those of the initial PID namespace. Exe and
+// Cwd are built in the kernel by walking dentries and mounts up to the root
+// of the task's mount namespace (a chroot is not honoured, like
+// /proc/PID/exe). A path that does not start with "/" is a suffix: the walk
+// stopped after 64 components or 4 KiB. An executable with no links left
+// (memfd, deleted file) ends in " (deleted)". For a script, Exe is the
+// interpreter and Args hold the script path, as the kernel sees it.
 package process
 
 import (
