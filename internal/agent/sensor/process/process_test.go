@@ -155,16 +155,32 @@ func readProcUint(t *testing.T, name string) uint32 {
 	return uint32(v)
 }
 
+// cgroup2Mount returns where the cgroup v2 hierarchy is mounted, or "".
+func cgroup2Mount() string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(line, " - ")
+		if f, pf := strings.Fields(pre), strings.Fields(post); ok && len(f) > 4 && len(pf) > 0 && pf[0] == "cgroup2" {
+			return f[4]
+		}
+	}
+	return ""
+}
+
 // cgroupIno returns the inode of this process's cgroup v2 directory, or 0.
 func cgroupIno(t *testing.T) uint64 {
+	mnt := cgroup2Mount()
 	b, err := os.ReadFile("/proc/self/cgroup")
-	if err != nil {
+	if mnt == "" || err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if rest, ok := strings.CutPrefix(line, "0::"); ok {
 			var st syscall.Stat_t
-			if syscall.Stat(filepath.Join("/sys/fs/cgroup", rest), &st) == nil {
+			if syscall.Stat(filepath.Join(mnt, rest), &st) == nil {
 				return st.Ino
 			}
 		}
@@ -640,5 +656,47 @@ func TestCloseStopsRun(t *testing.T) {
 	}
 	if st := s.Stats(); st.Mode == "" {
 		t.Error("Stats after Close lost the mode")
+	}
+}
+
+// TestCgroupID starts a child straight into a new cgroup (clone3
+// CLONE_INTO_CGROUP) and expects its fork and exec events to carry that
+// cgroup's id, the inode of its directory.
+func TestCgroupID(t *testing.T) {
+	mnt := cgroup2Mount()
+	if mnt == "" {
+		t.Skip("no cgroup v2 hierarchy mounted")
+	}
+	dir := filepath.Join(mnt, fmt.Sprintf("mamori-test-%d", os.Getpid()))
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Skipf("cannot create a cgroup: %v", err)
+	}
+	t.Cleanup(func() { _ = os.Remove(dir) })
+	cg, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(cg.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			c := startMode(t, m.name, m.opts)
+			cmd := exec.Command("/bin/true", "cgroup-marker")
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+			if err := cmd.Run(); err != nil {
+				t.Skipf("clone into cgroup: %v", err)
+			}
+			pid := uint32(cmd.Process.Pid)
+			for _, k := range []sensor.Kind{sensor.KindFork, sensor.KindExec, sensor.KindExit} {
+				ev := c.wait(t, k.String(), func(e sensor.ProcessEvent) bool { return e.Kind == k && e.PID == pid })
+				if ev.CgroupID != st.Ino {
+					t.Errorf("%s CgroupID = %d, want %d (%s)", k, ev.CgroupID, st.Ino, dir)
+				}
+			}
+		})
 	}
 }
