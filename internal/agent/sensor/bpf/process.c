@@ -89,6 +89,10 @@ struct drop_counter {
 /* Maximum argv bytes copied; set by the loader. */
 const volatile __u32 args_max = 16384;
 
+/* Whether fork events carry the child's image (exe, cwd, argv); set by the
+ * loader. Without it a fork costs about as little as an exit. */
+const volatile __u8 fork_image = 1;
+
 /* Queued bytes above which an event wakes the reader; set by the loader.
  * Below it events are queued silently and the reader polls on a timer:
  * a wakeup per event costs an IPI, which in a VM is several microseconds,

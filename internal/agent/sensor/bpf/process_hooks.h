@@ -183,8 +183,12 @@ static __always_inline int SFX(on_fork)(struct task_struct *parent, struct task_
 	__builtin_memset(&s->h, 0, sizeof(s->h));
 	s->h.kind = KIND_FORK;
 	SFX(fill_task)(&s->h, child);
-	struct mm_struct *mm = RD(child->mm);
-	tail = SFX(fill_image)(s, child, mm ? RD(mm->exe_file) : NULL);
+	tail = 0;
+	if (fork_image) {
+		struct mm_struct *mm = RD(child->mm);
+
+		tail = SFX(fill_image)(s, child, mm ? RD(mm->exe_file) : NULL);
+	}
 	submit(s, tail, HOOK_FORK);
 	return 0;
 }

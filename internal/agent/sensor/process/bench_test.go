@@ -4,6 +4,7 @@ import (
 	"context"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -28,10 +29,10 @@ func BenchmarkExec(b *testing.B) {
 	for _, mode := range []struct {
 		name string
 		opts Options
-	}{{ModeTPBTF, Options{}}, {ModeRawTP, Options{ForceRawTP: true}}} {
+	}{{ModeTPBTF, Options{}}, {ModeRawTP, Options{ForceRawTP: true}}, {ModeTPBTF + "_lean_fork", Options{LeanFork: true}}} {
 		b.Run(mode.name, func(b *testing.B) {
 			s := openSensor(b, mode.opts)
-			if s.Stats().Mode != mode.name {
+			if !strings.HasPrefix(mode.name, s.Stats().Mode) {
 				b.Skipf("mode %s not loaded", mode.name)
 			}
 			statsOff, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))

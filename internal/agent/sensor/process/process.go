@@ -66,6 +66,10 @@ type Options struct {
 	ArgsMax    int           // max argv bytes captured, 1..32 KiB; default 16 KiB (ArgsTruncated set beyond)
 	Poll       time.Duration // longest an event waits in a quiet ring, 1ms..10s; default 50ms
 	ForceRawTP bool          // skip tp_btf and load the raw_tp fallback (tests, broken BTF)
+	// LeanFork leaves Exe, Args, Cwd and the exe identity empty in fork
+	// events (the child runs its parent's image until it execs), which
+	// makes a fork several times cheaper in the kernel.
+	LeanFork bool
 }
 
 // validate fills defaults and checks each field.
@@ -198,6 +202,13 @@ func openMode(opts Options, mode string) (*Sensor, error) {
 	spec.Maps["events"].MaxEntries = uint32(opts.RingBytes)
 	if err := spec.Variables["args_max"].Set(uint32(opts.ArgsMax)); err != nil {
 		return nil, fmt.Errorf("set args_max: %w", err)
+	}
+	forkImage := uint8(1)
+	if opts.LeanFork {
+		forkImage = 0
+	}
+	if err := spec.Variables["fork_image"].Set(forkImage); err != nil {
+		return nil, fmt.Errorf("set fork_image: %w", err)
 	}
 	if err := spec.Variables["wakeup_bytes"].Set(uint64(opts.RingBytes / 16)); err != nil {
 		return nil, fmt.Errorf("set wakeup_bytes: %w", err)

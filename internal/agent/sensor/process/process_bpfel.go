@@ -70,6 +70,7 @@ const (
 	processProgTpBtfExit  = "tp_btf_exit"
 	processProgTpBtfFork  = "tp_btf_fork"
 	processVarArgsMax     = "args_max"
+	processVarForkImage   = "fork_image"
 	processVarWakeupBytes = "wakeup_bytes"
 )
 
@@ -137,6 +138,7 @@ type processMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type processVariableSpecs struct {
 	ArgsMax     *ebpf.VariableSpec `ebpf:"args_max"`
+	ForkImage   *ebpf.VariableSpec `ebpf:"fork_image"`
 	WakeupBytes *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
@@ -178,6 +180,7 @@ func (m *processMaps) Close() error {
 // It can be passed to loadProcessObjects or ebpf.CollectionSpec.LoadAndAssign.
 type processVariables struct {
 	ArgsMax     *ebpf.Variable `ebpf:"args_max"`
+	ForkImage   *ebpf.Variable `ebpf:"fork_image"`
 	WakeupBytes *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 

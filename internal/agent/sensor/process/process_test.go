@@ -700,3 +700,30 @@ func TestCgroupID(t *testing.T) {
 		})
 	}
 }
+
+// TestLeanFork checks that LeanFork strips the image from fork events only.
+func TestLeanFork(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			opts := m.opts
+			opts.LeanFork = true
+			c := startMode(t, m.name, opts)
+			cmd := exec.Command("/bin/true", "lean-marker")
+			if err := cmd.Run(); err != nil {
+				t.Fatal(err)
+			}
+			pid := uint32(cmd.Process.Pid)
+			fork := c.wait(t, "fork", func(e sensor.ProcessEvent) bool { return e.Kind == sensor.KindFork && e.PID == pid })
+			if fork.Exe != "" || fork.Cwd != "" || fork.Args != nil || fork.ExeIno != 0 {
+				t.Errorf("lean fork carries an image: exe %q cwd %q args %q ino %d", fork.Exe, fork.Cwd, fork.Args, fork.ExeIno)
+			}
+			if fork.PPID != uint32(os.Getpid()) || fork.StartBootNs == 0 {
+				t.Errorf("lean fork lost its identity: %+v", fork)
+			}
+			ex := c.wait(t, "exec", func(e sensor.ProcessEvent) bool { return e.Kind == sensor.KindExec && e.PID == pid })
+			if ex.Exe == "" || len(ex.Args) != 2 || ex.Args[1] != "lean-marker" || ex.Cwd == "" {
+				t.Errorf("exec lost its image: exe %q args %q cwd %q", ex.Exe, ex.Args, ex.Cwd)
+			}
+		})
+	}
+}
