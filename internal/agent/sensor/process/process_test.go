@@ -23,6 +23,28 @@ import (
 	"github.com/mamori-edr/mamori/internal/agent/sensor"
 )
 
+// TestMain lets the test binary double as a helper process: with
+// MAMORI_HELPER=threads it starts OS threads and exits 5 from one of them.
+func TestMain(m *testing.M) {
+	if os.Getenv("MAMORI_HELPER") == "threads" {
+		ready := make(chan struct{})
+		for i := range 4 {
+			go func() {
+				runtime.LockOSThread()
+				if i == 3 {
+					<-ready
+					os.Exit(5) // exit_group from a non-main thread
+				}
+				select {}
+			}()
+		}
+		time.Sleep(50 * time.Millisecond)
+		close(ready)
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
 // collector runs a Sensor and keeps what it emits for the test to search.
 type collector struct {
 	s      *Sensor
@@ -723,6 +745,40 @@ func TestLeanFork(t *testing.T) {
 			ex := c.wait(t, "exec", func(e sensor.ProcessEvent) bool { return e.Kind == sensor.KindExec && e.PID == pid })
 			if ex.Exe == "" || len(ex.Args) != 2 || ex.Args[1] != "lean-marker" || ex.Cwd == "" {
 				t.Errorf("exec lost its image: exe %q args %q cwd %q", ex.Exe, ex.Args, ex.Cwd)
+			}
+		})
+	}
+}
+
+// TestMultiThreadedExit checks that a process with several threads yields
+// one fork and one exit event, with the exit code of its exit_group.
+func TestMultiThreadedExit(t *testing.T) {
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			c := startMode(t, m.name, m.opts)
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), "MAMORI_HELPER=threads")
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 5 {
+				t.Fatalf("helper: %v, want exit status 5", err)
+			}
+			pid := uint32(cmd.Process.Pid)
+			exit := c.wait(t, "exit", func(e sensor.ProcessEvent) bool { return e.Kind == sensor.KindExit && e.PID == pid })
+			if exit.ExitCode != 5 || exit.ExitSignal != 0 {
+				t.Errorf("exit code %d signal %d, want 5", exit.ExitCode, exit.ExitSignal)
+			}
+			// Give straggling thread events time to arrive, then count.
+			marker := exec.Command("/bin/true", "mt-marker")
+			if err := marker.Run(); err != nil {
+				t.Fatal(err)
+			}
+			mpid := uint32(marker.Process.Pid)
+			c.wait(t, "marker exit", func(e sensor.ProcessEvent) bool { return e.Kind == sensor.KindExit && e.PID == mpid })
+			for _, k := range []sensor.Kind{sensor.KindFork, sensor.KindExit} {
+				if n := len(c.all(func(e sensor.ProcessEvent) bool { return e.Kind == k && e.PID == pid })); n != 1 {
+					t.Errorf("%d %s events for a 5-thread process, want 1", n, k)
+				}
 			}
 		})
 	}
