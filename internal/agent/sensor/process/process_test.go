@@ -783,3 +783,57 @@ func TestMultiThreadedExit(t *testing.T) {
 		})
 	}
 }
+
+// TestCredentials runs a setuid+setgid copy of true as an unprivileged user
+// so that every id field differs, and sets a login uid, so a field read
+// from the wrong place cannot pass by being zero.
+func TestCredentials(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to switch users and set a login uid")
+	}
+	dir := tempDir(t)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for d := filepath.Dir(dir); d != "/" && strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	exe := copyTrue(t, dir, "suidtrue")
+	if err := os.Chmod(exe, 0o755|os.ModeSetuid|os.ModeSetgid); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Skip("setpriv (util-linux) not installed")
+	}
+	const uid, gid, loginuid = 12345, 23456, 4242
+
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			c := startMode(t, m.name, m.opts)
+			// The shell sets its login uid while still root, then setpriv
+			// drops to uid/gid and execs the setuid/setgid copy.
+			cmd := exec.Command("/bin/sh", "-c", `echo $1 > /proc/self/loginuid || exit 3; exec setpriv --reuid=$2 --regid=$3 --clear-groups "$4" cred-marker`,
+				"sh", strconv.Itoa(loginuid), strconv.Itoa(uid), strconv.Itoa(gid), exe)
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) && ee.ExitCode() == 3 {
+				t.Skipf("cannot set a login uid here: %s", out)
+			}
+			if err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			pid := uint32(cmd.Process.Pid)
+			ev := c.wait(t, "exec", func(e sensor.ProcessEvent) bool {
+				return e.Kind == sensor.KindExec && e.PID == pid && e.Exe == exe
+			})
+			if ev.UID != uid || ev.EUID != 0 || ev.GID != gid || ev.EGID != 0 {
+				t.Errorf("uid/euid/gid/egid = %d/%d/%d/%d, want %d/0/%d/0", ev.UID, ev.EUID, ev.GID, ev.EGID, uid, gid)
+			}
+			if ev.LoginUID != loginuid || ev.SessionID == 0 || ev.SessionID == ^uint32(0) {
+				t.Errorf("loginuid %d session %d, want %d and a real session", ev.LoginUID, ev.SessionID, loginuid)
+			}
+		})
+	}
+}
