@@ -46,6 +46,7 @@ const (
 	DefaultPoll      = 50 * time.Millisecond
 	MaxArgsMax       = 32 << 10 // ARGS_LIMIT in bpf/process.c
 	minRingBytes     = 4096
+	maxRingBytes     = 1 << 30
 )
 
 // Hook modes reported in Stats().Mode.
@@ -77,8 +78,8 @@ func (o *Options) validate() error {
 	if o.RingBytes == 0 {
 		o.RingBytes = DefaultRingBytes
 	}
-	if floor := max(minRingBytes, os.Getpagesize()); o.RingBytes < floor || o.RingBytes&(o.RingBytes-1) != 0 {
-		return fmt.Errorf("process sensor: RingBytes %d: must be a power of two >= %d (the page size)", o.RingBytes, floor)
+	if floor := max(minRingBytes, os.Getpagesize()); o.RingBytes < floor || o.RingBytes > maxRingBytes || o.RingBytes&(o.RingBytes-1) != 0 {
+		return fmt.Errorf("process sensor: RingBytes %d: must be a power of two between %d (the page size) and %d", o.RingBytes, floor, maxRingBytes)
 	}
 	if o.ArgsMax == 0 {
 		o.ArgsMax = DefaultArgsMax

@@ -500,6 +500,7 @@ func TestOptionsRejected(t *testing.T) {
 		{Options{RingBytes: 1000}, "RingBytes"},
 		{Options{RingBytes: 3 << 20}, "RingBytes"},
 		{Options{RingBytes: -4096}, "RingBytes"},
+		{Options{RingBytes: 1 << 32}, "RingBytes"},
 		{Options{ArgsMax: -1}, "ArgsMax"},
 		{Options{ArgsMax: MaxArgsMax + 1}, "ArgsMax"},
 		{Options{Poll: time.Microsecond}, "Poll"},
