@@ -328,6 +328,20 @@ func (a *Agent) writeLoop() error {
 			}
 		}
 	}
+	// Loss is also written into the event stream as agent_loss events, so it
+	// is stored with a seq like everything else and an analyst finds it in
+	// the host's timeline, not only in its status.
+	var lastLoss schema.Loss
+	lossEvent := func() {
+		l := a.Loss()
+		if lossTotal(l) == 0 || reflect.DeepEqual(l, lastLoss) {
+			return
+		}
+		lastLoss = l
+		add(schema.Event{Schema: schema.Version, BootID: a.bootID, Time: time.Now().UTC(), Type: schema.AgentLoss, Loss: &l})
+	}
+	lossTick := time.NewTicker(time.Second)
+	defer lossTick.Stop()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
@@ -336,12 +350,17 @@ func (a *Agent) writeLoop() error {
 		case ev, ok := <-a.raw:
 			if !ok {
 				drainLate()
+				lossEvent()
 				flush()
 				return a.spool.Sync()
 			}
 			add(a.procs.Handle(ev)...)
 		case ev := <-a.late:
 			add(ev)
+		case <-lossTick.C:
+			lossEvent()
+			flush()
+			continue
 		}
 		timer.Reset(a.cfg.AppendInterval)
 	gather:
@@ -351,6 +370,7 @@ func (a *Agent) writeLoop() error {
 				if !ok {
 					timer.Stop()
 					drainLate()
+					lossEvent()
 					flush()
 					return a.spool.Sync()
 				}
@@ -538,6 +558,15 @@ func (a *Agent) Loss() schema.Loss {
 	l.QueueDropped = a.lossBase.QueueDropped + a.queueDropped.Load()
 	l.Rejected = a.lossBase.Rejected + a.rejected.Load()
 	return l
+}
+
+// lossTotal adds up every loss counter.
+func lossTotal(l schema.Loss) uint64 {
+	n := l.SpoolDropped + l.SpoolCorrupt + l.QueueDropped + l.Rejected
+	for _, v := range l.RingDropped {
+		n += v
+	}
+	return n
 }
 
 func (a *Agent) saveLoss() {

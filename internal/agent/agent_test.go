@@ -432,3 +432,26 @@ func TestNewRequiresEnrollment(t *testing.T) {
 		t.Fatalf("err = %v, want ErrNotEnrolled", err)
 	}
 }
+
+// Ring-buffer drops reach the server as agent_loss events in the host's own
+// event stream, not only in its status.
+func TestAgentReportsLossAsEvents(t *testing.T) {
+	needRoot(t)
+	ts := startServer(t, t.TempDir(), "127.0.0.1:0")
+	dir := t.TempDir()
+	ts.enroll(t, dir)
+	startAgent(t, dir, func(c *Config) { c.RingBytes = 4096 })
+	bin := freshBinary(t)
+	script := `i=0; while [ $i -lt 400 ]; do "$0"; i=$((i+1)); done`
+	waitFor(t, 30*time.Second, "an agent_loss event with ring-buffer drops", func() bool {
+		if out, err := exec.Command("/bin/sh", "-c", script, bin).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		for _, ev := range ts.events(t, "type=agent_loss") {
+			if ev.Loss != nil && lossTotal(*ev.Loss) > 0 && len(ev.Loss.RingDropped) > 0 {
+				return true
+			}
+		}
+		return false
+	})
+}
