@@ -23,6 +23,9 @@ const EventsFile = "events.db"
 // inChunk bounds the ids bound in one IN list.
 const inChunk = 500
 
+// MaxFilterValues bounds the hosts or types one EventQuery may list.
+const MaxFilterValues = 10000
+
 var eventSchema = []string{
 	`CREATE TABLE IF NOT EXISTS events (
 		tenant           TEXT    NOT NULL,
@@ -314,8 +317,8 @@ func Where(q store.EventQuery, col func(string) string) (string, []any, error) {
 		args = append(args, clampNs(q.To))
 	}
 	if len(q.HostIDs) > 0 {
-		if len(q.HostIDs) > inChunk {
-			return "", nil, fmt.Errorf("%w: more than %d hosts", store.ErrBadQuery, inChunk)
+		if len(q.HostIDs) > MaxFilterValues {
+			return "", nil, fmt.Errorf("%w: more than %d hosts", store.ErrBadQuery, MaxFilterValues)
 		}
 		where = append(where, "host_id IN ("+placeholders(len(q.HostIDs))+")")
 		for _, h := range q.HostIDs {
@@ -323,8 +326,8 @@ func Where(q store.EventQuery, col func(string) string) (string, []any, error) {
 		}
 	}
 	if len(q.Types) > 0 {
-		if len(q.Types) > inChunk {
-			return "", nil, fmt.Errorf("%w: more than %d types", store.ErrBadQuery, inChunk)
+		if len(q.Types) > MaxFilterValues {
+			return "", nil, fmt.Errorf("%w: more than %d types", store.ErrBadQuery, MaxFilterValues)
 		}
 		where = append(where, "type IN ("+placeholders(len(q.Types))+")")
 		for _, t := range q.Types {

@@ -91,8 +91,14 @@ func QueryCases() []QueryCase {
 	all := []string{"h1/1", "h2/1", "h1/2", "h2/2", "h1/3", "h2/3", "h1/4", "h2/4", "h1/5", "h1/6", "h1/7", "h1/8", "h1/9", "h1/10", "h1/11", "h1/12"}
 	at := func(sec int) time.Time { return Base.Add(time.Duration(sec) * time.Second) }
 	bad := store.ErrBadQuery
+	manyHosts := []string{"h2"}
+	for i := 0; i < 9000; i++ {
+		manyHosts = append(manyHosts, fmt.Sprintf("x%d", i))
+	}
 	return []QueryCase{
 		{Name: "all in time order", Want: all},
+		{Name: "many hosts", Query: store.EventQuery{HostIDs: manyHosts}, Want: []string{"h2/1", "h2/2", "h2/3", "h2/4"}},
+		{Name: "too many hosts", Query: store.EventQuery{HostIDs: append(manyHosts, manyHosts...)}, Err: store.ErrBadQuery},
 		{Name: "limit", Query: store.EventQuery{Limit: 2}, Want: []string{"h1/1", "h2/1"}},
 		{Name: "desc limit", Query: store.EventQuery{Limit: 3, Desc: true}, Want: []string{"h1/12", "h1/11", "h1/10"}},
 		{Name: "desc ties newest seq first", Query: store.EventQuery{From: at(3), To: at(5), Desc: true}, Want: []string{"h2/4", "h1/4", "h2/3", "h1/3"}},
