@@ -68,10 +68,11 @@ type Agent struct {
 	raw  chan sensor.ProcessEvent
 	late chan schema.Event
 
-	kernelEvents atomic.Uint64 // events the sensor delivered
-	spooled      atomic.Uint64 // schema events appended to the spool
-	queueDropped atomic.Uint64 // lost between sensor and spool
-	rejected     atomic.Uint64 // refused by the server and skipped
+	kernelEvents   atomic.Uint64 // events the sensor delivered
+	spooled        atomic.Uint64 // schema events appended to the spool
+	queueDropped   atomic.Uint64 // lost between sensor and spool
+	spooledThrough atomic.Int64  // unix ns of the newest event on disk
+	rejected       atomic.Uint64 // refused by the server and skipped
 
 	mu          sync.Mutex
 	sensor      *process.Sensor
@@ -296,6 +297,7 @@ func (a *Agent) lateEvent(ev schema.Event) {
 // and drained.
 func (a *Agent) writeLoop() error {
 	batch := make([][]byte, 0, appendChunk)
+	var newest int64 // time of the newest event in batch, unix ns
 	flush := func() {
 		if len(batch) == 0 {
 			return
@@ -305,6 +307,9 @@ func (a *Agent) writeLoop() error {
 			a.log.Error("spool append failed: events lost", "events", len(batch), "err", err)
 		} else {
 			a.spooled.Add(uint64(len(batch)))
+			if newest > a.spooledThrough.Load() {
+				a.spooledThrough.Store(newest)
+			}
 		}
 		batch = batch[:0]
 	}
@@ -316,6 +321,7 @@ func (a *Agent) writeLoop() error {
 				continue
 			}
 			batch = append(batch, b)
+			newest = max(newest, evs[i].Time.UnixNano())
 		}
 	}
 	drainLate := func() {
@@ -603,6 +609,9 @@ func (a *Agent) Status() wire.AgentStatus {
 	}
 	a.mu.Unlock()
 	st.Loss = &loss
+	if ns := a.spooledThrough.Load(); ns > 0 {
+		st.SpooledThrough = time.Unix(0, ns).UTC().Format(time.RFC3339Nano)
+	}
 	if a.spool != nil {
 		st.Spool = a.spool.Stats()
 	}

@@ -119,6 +119,9 @@ type AgentStatus struct {
 	SensorError string `json:"sensor_error,omitempty"`
 	// Loss is everything the agent lost so far, as sent in Batch.Loss.
 	Loss *schema.Loss `json:"loss,omitempty"`
+	// SpooledThrough is the time of the newest event on disk (RFC 3339):
+	// everything the sensor saw before it is durable on the host.
+	SpooledThrough string `json:"spooled_through,omitempty"`
 }
 
 // SpoolStatus summarises the agent's spool.
