@@ -19,17 +19,18 @@ root=$work/root
 mkdir -p "$root"/{bin,sbin,lib,lib64,proc,sys,dev,tmp,etc,run,pkg,usr/bin}
 cp /bin/busybox "$root/bin/busybox"
 for a in sh mount mkdir poweroff echo cat ls sleep mknod; do ln -sf busybox "$root/bin/$a"; done
-# Real coreutils binaries (tests copy /bin/true) with their libraries.
-for f in /bin/true /bin/false /bin/sleep; do
-	cp "$f" "$root/usr$f"
+# Real binaries the tests run (they copy /bin/true, switch ids with
+# setpriv), with their libraries.
+for f in /bin/true /bin/false /bin/sleep /usr/bin/setpriv; do
+	[[ -e $f ]] || continue
+	rm -f "$root$f"
+	mkdir -p "$root$(dirname "$f")"
+	cp -L "$f" "$root$f"
 	ldd "$f" 2>/dev/null | grep -o '/[^ ]*' | while read -r lib; do
 		mkdir -p "$root$(dirname "$lib")"
 		cp -L "$lib" "$root$lib"
 	done
 done
-ln -sf ../usr/bin/true "$root/bin/true"
-ln -sf ../usr/bin/false "$root/bin/false"
-rm -f "$root/bin/sleep"; ln -sf ../usr/bin/sleep "$root/bin/sleep"
 cp "$bin" "$root/test.bin"
 # go test runs the binary in the package directory: copy its testdata.
 [[ -d testdata ]] && cp -r testdata "$root/pkg/"
@@ -61,7 +62,8 @@ timeout "${VMTEST_TIMEOUT:-600}" qemu-system-x86_64 -accel tcg -cpu max -m 1024 
 	-kernel "$kernel" -initrd "$work/initrd.gz" \
 	-append "console=ttyS0 panic=-1 quiet lsm=lockdown,capability,landlock,yama,bpf" </dev/null >"$out" 2>&1 || true
 # Print the guest's output without the kernel's own lines.
-grep -v -E '^\[ *[0-9]+\.[0-9]+\]' "$out" | tr -d '\r' | grep -v '^vmtest-exit-status' || true
+tr -d '\r' <"$out" | sed -n 's/.*\(vmtest: kernel\)/\1/; /vmtest: kernel/,$p' |
+	grep -v -E '^\[ *[0-9]+\.[0-9]+\]|^vmtest-exit-status' || true
 status=$(tr -d '\r' <"$out" | sed -n 's/^vmtest-exit-status: \([0-9]*\)$/\1/p' | tail -1)
 if [[ -z $status ]]; then
 	echo "vmtest: the guest did not report an exit status (kernel $kernel); last console lines:" >&2

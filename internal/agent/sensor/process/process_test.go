@@ -805,7 +805,9 @@ func TestCredentials(t *testing.T) {
 	if err := os.Chmod(exe, 0o755|os.ModeSetuid|os.ModeSetgid); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := exec.LookPath("setpriv"); err != nil {
+	// By path: a busybox shell (the QEMU guests') would run its own applet.
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
 		t.Skip("setpriv (util-linux) not installed")
 	}
 	const uid, gid, loginuid = 12345, 23456, 4242
@@ -815,8 +817,8 @@ func TestCredentials(t *testing.T) {
 			c := startMode(t, m.name, m.opts)
 			// The shell sets its login uid while still root, then setpriv
 			// drops to uid/gid and execs the setuid/setgid copy.
-			cmd := exec.Command("/bin/sh", "-c", `echo $1 > /proc/self/loginuid || exit 3; exec setpriv --reuid=$2 --regid=$3 --clear-groups "$4" cred-marker`,
-				"sh", strconv.Itoa(loginuid), strconv.Itoa(uid), strconv.Itoa(gid), exe)
+			cmd := exec.Command("/bin/sh", "-c", `echo $1 > /proc/self/loginuid || exit 3; exec "$5" --reuid=$2 --regid=$3 --clear-groups "$4" cred-marker`,
+				"sh", strconv.Itoa(loginuid), strconv.Itoa(uid), strconv.Itoa(gid), exe, setpriv)
 			out, err := cmd.CombinedOutput()
 			var ee *exec.ExitError
 			if errors.As(err, &ee) && ee.ExitCode() == 3 {
