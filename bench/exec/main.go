@@ -60,7 +60,12 @@ type result struct {
 	EventsSeen   int       `json:"events_seen"`
 	EventsWanted int       `json:"events_expected"`
 	SensorMode   string    `json:"sensor_mode"`
-	RingDropped  uint64    `json:"ring_dropped"`
+	// AgentCPUSeconds is the agent's CPU time (user+system) during the
+	// agent rounds; AgentCPUPerExecUs divides it by the executions.
+	AgentCPUSeconds   float64 `json:"agent_cpu_seconds"`
+	AgentCPUPerExecUs float64 `json:"agent_cpu_per_exec_us"`
+	AgentRSSMiB       float64 `json:"agent_rss_mib"`
+	RingDropped       uint64  `json:"ring_dropped"`
 }
 
 func run(mamoriBin, agentBin string, n, rounds int, outDir string) error {
@@ -78,7 +83,14 @@ func run(mamoriBin, agentBin string, n, rounds int, outDir string) error {
 	defer os.RemoveAll(tmp)
 	srvDir, agDir := filepath.Join(tmp, "server"), filepath.Join(tmp, "agent")
 
-	srv := exec.Command(mamoriBin, "server", "--data", srvDir, "--listen", "127.0.0.1:0")
+	// The server stands in for one on another machine: it runs SCHED_IDLE,
+	// so its ingest work takes only CPU time the workload leaves unused and
+	// the ratio measures the agent, not a co-located server.
+	srvArgs := []string{mamoriBin, "server", "--data", srvDir, "--listen", "127.0.0.1:0"}
+	if chrt, err := exec.LookPath("chrt"); err == nil {
+		srvArgs = append([]string{chrt, "--idle", "0"}, srvArgs...)
+	}
+	srv := exec.Command(srvArgs[0], srvArgs[1:]...)
 	srvLog, _ := os.Create(filepath.Join(tmp, "server.log"))
 	srv.Stdout, srv.Stderr = srvLog, srvLog
 	if err := srv.Start(); err != nil {
@@ -125,7 +137,10 @@ func run(mamoriBin, agentBin string, n, rounds int, outDir string) error {
 			return err
 		}
 		exe := filepath.Join(tmp, fmt.Sprintf("true-agent-%d", r))
+		cpu0 := cpuTime(ag.Process.Pid)
 		with, err := workload(tmp, fmt.Sprintf("agent-%d", r), n)
+		res.AgentCPUSeconds += (cpuTime(ag.Process.Pid) - cpu0).Seconds()
+		res.AgentRSSMiB = max(res.AgentRSSMiB, rssMiB(ag.Process.Pid))
 		if st, serr := agentStatus(agentBin, agDir); serr == nil {
 			res.SensorMode = st.SensorMode
 			var d uint64
@@ -179,7 +194,9 @@ func run(mamoriBin, agentBin string, n, rounds int, outDir string) error {
 	fmt.Printf("\n%-34s %10s %10s %8s %15s %12s\n", "workload", "bare (s)", "agent (s)", "ratio", "ratio range", "events")
 	fmt.Printf("%-34s %10.3f %10.3f %8.3f %7.3f–%-7.3f %5d/%-6d\n", fmt.Sprintf("%d execs of /bin/true ×%d", n, rounds),
 		res.BareMedian, res.AgentMedian, res.Ratio, res.RatioMin, res.RatioMax, res.EventsSeen, res.EventsWanted)
-	fmt.Printf("sensor mode %s, ring-buffer drops %d\n", res.SensorMode, res.RingDropped)
+	res.AgentCPUPerExecUs = res.AgentCPUSeconds / float64(res.EventsWanted) * 1e6
+	fmt.Printf("sensor mode %s, ring-buffer drops %d, agent CPU %.1f µs per exec (%.2f s in all), agent RSS %.1f MiB\n",
+		res.SensorMode, res.RingDropped, res.AgentCPUPerExecUs, res.AgentCPUSeconds, res.AgentRSSMiB)
 
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		return err
@@ -331,6 +348,40 @@ func (c *apiConn) countExecs(exe string) (int, error) {
 		return 0, err
 	}
 	return len(r.Events), nil
+}
+
+// cpuTime reads a process's user+system CPU time from /proc.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	// Fields after the command name, which may hold spaces and ')'.
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	var ut, st int64
+	fmt.Sscan(f[11], &ut)
+	fmt.Sscan(f[12], &st)
+	return time.Duration(ut+st) * (time.Second / 100) // USER_HZ
+}
+
+// rssMiB reads a process's resident set size from /proc.
+func rssMiB(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb float64
+			fmt.Sscan(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), &kb)
+			return kb / 1024
+		}
+	}
+	return 0
 }
 
 func median(xs []float64) float64 {
