@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/mamori-edr/mamori/internal/agent"
@@ -73,6 +74,7 @@ func runAgent(args []string, stderr io.Writer) int {
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	noSensor := fs.Bool("no-sensor", false, "run without the eBPF sensor (ships the /proc snapshot only)")
+	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the agent's whole run to this file (for overhead work)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -107,6 +109,19 @@ func runAgent(args []string, stderr io.Writer) int {
 	default:
 		log.Error("cannot load identity", "data", *dataDir, "err", err)
 		return 1
+	}
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Error("cpu profile", "err", err)
+			return 1
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Error("cpu profile", "err", err)
+			return 1
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 
 	a, err := agent.New(agent.Config{DataDir: *dataDir, Logger: log, NoSensor: *noSensor})
