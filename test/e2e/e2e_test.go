@@ -438,3 +438,76 @@ func TestNoLossAfterAgentKill9(t *testing.T) {
 	e.agent.stop()
 	e.server.stop()
 }
+
+// A full disk on the server: ingest answers 503 with the reason, the server
+// keeps serving queries, nothing stored is lost, and once space is back the
+// agent's spool delivers everything exactly once.
+func TestServerDiskFull(t *testing.T) {
+	e := newEnv(t)
+	if err := os.MkdirAll(e.srvDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", e.srvDir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", e.srvDir).Run() })
+	e.startServer()
+	e.startAgent(true)
+
+	before := copyExe(t, e.dir, "e2e-before-full")
+	runLoop(t, before, 50)
+	e.countExactlyOnce(before, 50, 30*time.Second)
+
+	// Fill the disk.
+	filler := filepath.Join(e.srvDir, "filler")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	f.Close()
+
+	// SQLite reuses its write-ahead log's space for a while: keep the host
+	// busy until the server's store runs out.
+	during := copyExe(t, e.dir, "e2e-during-full")
+	execs := 0
+	waitFor(t, 60*time.Second, "the server to refuse ingest for lack of space", func() bool {
+		runLoop(t, during, 200)
+		execs += 200
+		b, _ := os.ReadFile(e.server.log)
+		return strings.Contains(string(b), "batch not stored")
+	})
+	b, _ := os.ReadFile(e.server.log)
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "batch not stored") {
+			if !strings.Contains(line, "full") && !strings.Contains(line, "no space") {
+				t.Errorf("the server's log does not say the disk is full: %s", line)
+			}
+			t.Logf("server: %s", line)
+			break
+		}
+	}
+	e.waitSpooled(time.Now())
+	if !e.server.alive() {
+		t.Fatalf("server died on a full disk:\n%s", tail(e.server.log))
+	}
+	// Queries still work and what was stored is intact.
+	e.countExactlyOnce(before, 50, 5*time.Second)
+	st, err := e.agentStatus()
+	if err != nil || st.Spool.Pending == 0 {
+		t.Errorf("agent spool while the server is full: %+v %v", st, err)
+	}
+
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	e.countExactlyOnce(during, execs, 90*time.Second)
+	e.countExactlyOnce(before, 50, 5*time.Second)
+	e.agent.stop()
+	e.server.stop()
+}
