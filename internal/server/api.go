@@ -133,6 +133,20 @@ func queryParams(r *http.Request, known ...string) (url.Values, error) {
 	return q, nil
 }
 
+// scopedQuery checks the query parameters like queryParams and resolves the
+// tenant the caller's key may act on (its own, or ?tenant= for root admins).
+func scopedQuery(r *http.Request, known ...string) (url.Values, string, error) {
+	q, err := queryParams(r, known...)
+	if err != nil {
+		return nil, "", err
+	}
+	tenant, err := tenantFor(apiKeyOf(r), q.Get("tenant"))
+	if err != nil {
+		return nil, "", err
+	}
+	return q, tenant, nil
+}
+
 const (
 	maxTokenTTL  = 365 * 24 * time.Hour
 	maxTokenUses = 10000
@@ -246,12 +260,7 @@ func toAPIHost(h store.Host) api.Host {
 }
 
 func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
-	q, err := queryParams(r)
-	if err != nil {
-		writeAPIErr(w, err)
-		return
-	}
-	tenant, err := tenantFor(apiKeyOf(r), q.Get("tenant"))
+	_, tenant, err := scopedQuery(r)
 	if err != nil {
 		writeAPIErr(w, err)
 		return
@@ -269,12 +278,7 @@ func (s *Server) handleHosts(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleHost(w http.ResponseWriter, r *http.Request) {
-	q, err := queryParams(r)
-	if err != nil {
-		writeAPIErr(w, err)
-		return
-	}
-	tenant, err := tenantFor(apiKeyOf(r), q.Get("tenant"))
+	_, tenant, err := scopedQuery(r)
 	if err != nil {
 		writeAPIErr(w, err)
 		return
@@ -414,12 +418,7 @@ func (s *Server) handleQueryEvents(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleTree(w http.ResponseWriter, r *http.Request) {
-	q, err := queryParams(r)
-	if err != nil {
-		writeAPIErr(w, err)
-		return
-	}
-	tenant, err := tenantFor(apiKeyOf(r), q.Get("tenant"))
+	_, tenant, err := scopedQuery(r)
 	if err != nil {
 		writeAPIErr(w, err)
 		return
@@ -438,12 +437,7 @@ func (s *Server) handleTree(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleAudit(w http.ResponseWriter, r *http.Request) {
-	q, err := queryParams(r, "limit")
-	if err != nil {
-		writeAPIErr(w, err)
-		return
-	}
-	tenant, err := tenantFor(apiKeyOf(r), q.Get("tenant"))
+	q, tenant, err := scopedQuery(r, "limit")
 	if err != nil {
 		writeAPIErr(w, err)
 		return
