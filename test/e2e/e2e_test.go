@@ -147,7 +147,7 @@ func freePort(t *testing.T) string {
 func (e *env) startServer() {
 	e.t.Helper()
 	e.server = start(e.t, filepath.Join(e.dir, "server.log"), mamoriBin, "server", "--data", e.srvDir, "--listen", e.listen)
-	waitFor(e.t, 30*time.Second, "server ready", func() bool {
+	waitFor(e.t, 60*time.Second, "server ready", func() bool {
 		if !e.server.alive() {
 			e.t.Fatalf("server exited:\n%s", tail(e.server.log))
 		}
@@ -168,7 +168,7 @@ func (e *env) startAgent(enroll bool) {
 		args = append(args, "--server", e.serverURL, "--enroll-token", strings.TrimSpace(tok))
 	}
 	e.agent = start(e.t, filepath.Join(e.dir, "agent.log"), agentBin, args...)
-	waitFor(e.t, 30*time.Second, "agent sensor running", func() bool {
+	waitFor(e.t, 60*time.Second, "agent sensor running", func() bool {
 		if !e.agent.alive() {
 			e.t.Fatalf("agent exited:\n%s", tail(e.agent.log))
 		}
@@ -181,7 +181,7 @@ func (e *env) startAgent(enroll bool) {
 // runs one more process, so there is such an event even on a quiet host).
 func (e *env) waitSpooled(t0 time.Time) {
 	e.t.Helper()
-	waitFor(e.t, 30*time.Second, "the agent to spool everything before "+t0.Format(time.RFC3339Nano), func() bool {
+	waitFor(e.t, 60*time.Second, "the agent to spool everything before "+t0.Format(time.RFC3339Nano), func() bool {
 		_ = exec.Command("/bin/true").Run()
 		st, err := e.agentStatus()
 		if err != nil || st.SpooledThrough == "" {
@@ -319,6 +319,7 @@ func TestCommandQueryableWithLineage(t *testing.T) {
 		t.Fatalf("%v: %s", err, out)
 	}
 	var ev schema.Event
+	ran := time.Now()
 	waitFor(t, 15*time.Second, "the exec to be queryable", func() bool {
 		evs := e.events("--type", "process_exec", "--where", "process.exe="+exe)
 		if len(evs) == 1 {
@@ -327,6 +328,7 @@ func TestCommandQueryableWithLineage(t *testing.T) {
 		}
 		return false
 	})
+	t.Logf("queryable through the CLI %v after it ran", time.Since(ran).Round(10*time.Millisecond))
 	p := ev.Process
 	if got := strings.Join(p.Args, " "); got != exe+" hello-from-e2e --flag" {
 		t.Errorf("args = %q", got)
@@ -456,7 +458,7 @@ func TestServerDiskFull(t *testing.T) {
 
 	before := copyExe(t, e.dir, "e2e-before-full")
 	runLoop(t, before, 50)
-	e.countExactlyOnce(before, 50, 30*time.Second)
+	e.countExactlyOnce(before, 50, 60*time.Second)
 
 	// Fill the disk.
 	filler := filepath.Join(e.srvDir, "filler")
