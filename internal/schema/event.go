@@ -136,7 +136,15 @@ const ClockTicks = 100
 // EntityID returns the stable identity of a process: boot id, pid and start
 // time since boot (in clock ticks, the precision /proc offers).
 func EntityID(bootID string, pid uint32, startBootNs uint64) string {
-	return fmt.Sprintf("%s:%d:%d", bootID, pid, startBootNs/(1e9/ClockTicks))
+	// Built by hand: this runs for every kernel event, and fmt.Sprintf
+	// was a tenth of the agent's CPU under an exec storm.
+	b := make([]byte, 0, len(bootID)+32)
+	b = append(b, bootID...)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, uint64(pid), 10)
+	b = append(b, ':')
+	b = strconv.AppendUint(b, startBootNs/(1e9/ClockTicks), 10)
+	return string(b)
 }
 
 // ParseEntityID splits an entity id into its parts.
