@@ -183,7 +183,10 @@ func (a *Agent) openSensor() {
 		a.setSensorDown("disabled by configuration")
 		return
 	}
-	s, err := process.Open(process.Options{RingBytes: a.cfg.RingBytes})
+	// LeanFork: the kernel skips exe/argv/cwd on fork (0.6 µs instead of
+	// 2.6 µs per fork); the process cache copies them from the parent, which
+	// is what the child runs until it execs.
+	s, err := process.Open(process.Options{RingBytes: a.cfg.RingBytes, LeanFork: true})
 	if err != nil {
 		a.log.Error("sensor unavailable: running without kernel events", "err", err)
 		a.setSensorDown(err.Error())
@@ -226,12 +229,8 @@ func (a *Agent) snapshot() error {
 	for len(evs) > 0 {
 		n := min(len(evs), appendChunk)
 		payloads := make([][]byte, 0, n)
-		for _, ev := range evs[:n] {
-			b, err := json.Marshal(ev)
-			if err != nil {
-				return fmt.Errorf("encode snapshot event: %w", err)
-			}
-			payloads = append(payloads, b)
+		for i := range evs[:n] {
+			payloads = append(payloads, evs[i].AppendJSON(nil))
 		}
 		if _, err := a.spool.Append(payloads...); err != nil {
 			return fmt.Errorf("spool snapshot: %w", err)
@@ -297,6 +296,9 @@ func (a *Agent) lateEvent(ev schema.Event) {
 // and drained.
 func (a *Agent) writeLoop() error {
 	batch := make([][]byte, 0, appendChunk)
+	// enc backs batch's payloads until the next flush: the spool copies
+	// them, so one buffer serves every append without garbage.
+	var enc []byte
 	var newest int64 // time of the newest event in batch, unix ns
 	flush := func() {
 		if len(batch) == 0 {
@@ -311,16 +313,13 @@ func (a *Agent) writeLoop() error {
 				a.spooledThrough.Store(newest)
 			}
 		}
-		batch = batch[:0]
+		batch, enc = batch[:0], enc[:0]
 	}
 	add := func(evs ...schema.Event) {
 		for i := range evs {
-			b, err := json.Marshal(&evs[i])
-			if err != nil {
-				a.queueDropped.Add(1)
-				continue
-			}
-			batch = append(batch, b)
+			start := len(enc)
+			enc = evs[i].AppendJSON(enc)
+			batch = append(batch, enc[start:len(enc):len(enc)])
 			newest = max(newest, evs[i].Time.UnixNano())
 		}
 	}
@@ -435,6 +434,15 @@ func (a *Agent) sendLoop(ctx context.Context, pipelineDone <-chan struct{}) erro
 		}
 	}
 
+	// A spool append wakes the sender to see whether a full batch is ready;
+	// when it is not, appends are ignored for notifyPause, so a busy host
+	// does not wake the sender for every append.
+	const notifyPause = 100 * time.Millisecond
+	notifyCh := notify
+	resume := time.NewTimer(time.Hour)
+	resume.Stop()
+	defer resume.Stop()
+
 	attempt(ctx) // reach the server at once, so status says "connected"
 	for {
 		select {
@@ -449,10 +457,15 @@ func (a *Agent) sendLoop(ctx context.Context, pipelineDone <-chan struct{}) erro
 				}
 			}
 			return nil
-		case <-notify:
+		case <-notifyCh:
 			if a.spool.Stats().Pending < uint64(a.cfg.BatchRecords) && time.Since(lastSend) < a.cfg.BatchInterval {
+				notifyCh = nil
+				resume.Reset(notifyPause)
 				continue
 			}
+		case <-resume.C:
+			notifyCh = notify
+			continue
 		case <-tick.C:
 		}
 		attempt(ctx)
