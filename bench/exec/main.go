@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -35,7 +36,7 @@ func main() {
 		mamoriBin = flag.String("mamori", "bin/mamori", "path of the mamori binary")
 		agentBin  = flag.String("agent", "bin/mamori-agent", "path of the mamori-agent binary")
 		n         = flag.Int("n", 5000, "executions per round")
-		rounds    = flag.Int("rounds", 5, "rounds of each configuration (interleaved)")
+		rounds    = flag.Int("rounds", 10, "rounds of each configuration (interleaved A B, B A, …)")
 		outDir    = flag.String("out", "bench/results", "directory for the JSON result")
 	)
 	flag.Parse()
@@ -54,12 +55,14 @@ type result struct {
 	AgentSeconds []float64 `json:"agent_seconds"`
 	BareMedian   float64   `json:"bare_median"`
 	AgentMedian  float64   `json:"agent_median"`
-	Ratio        float64   `json:"ratio"`
-	RatioMin     float64   `json:"ratio_min"`
-	RatioMax     float64   `json:"ratio_max"`
-	EventsSeen   int       `json:"events_seen"`
-	EventsWanted int       `json:"events_expected"`
-	SensorMode   string    `json:"sensor_mode"`
+	Ratio        float64   `json:"ratio"` // median of paired ratios
+	// RatioOfMedians is the agent runs' median over the bare runs' median.
+	RatioOfMedians float64 `json:"ratio_of_medians"`
+	RatioMin       float64 `json:"ratio_min"`
+	RatioMax       float64 `json:"ratio_max"`
+	EventsSeen     int     `json:"events_seen"`
+	EventsWanted   int     `json:"events_expected"`
+	SensorMode     string  `json:"sensor_mode"`
 	// AgentCPUSeconds is the agent's CPU time (user+system) during the
 	// agent rounds; AgentCPUPerExecUs divides it by the executions.
 	AgentCPUSeconds   float64 `json:"agent_cpu_seconds"`
@@ -117,6 +120,10 @@ func run(mamoriBin, agentBin string, n, rounds int, outDir string) error {
 			stop(cmd)
 			return nil, fmt.Errorf("%w (agent log: %s)", err, filepath.Join(tmp, "agent.log"))
 		}
+		// Start-up work (the /proc snapshot, hashing every running
+		// executable) is not the steady-state overhead measured here: wait
+		// until the agent is idle.
+		waitIdle(cmd.Process.Pid, 20*time.Second)
 		return cmd, nil
 	}
 	ag, err := startAgent("--server", api.url, "--enroll-token", strings.TrimSpace(string(tok)))
@@ -127,16 +134,14 @@ func run(mamoriBin, agentBin string, n, rounds int, outDir string) error {
 
 	res := result{Date: time.Now().UTC().Format(time.RFC3339), Workload: "sh loop of /bin/true copies", Execs: n, Rounds: rounds}
 	var exes []string
-	for r := 0; r < rounds; r++ {
-		bare, err := workload(tmp, fmt.Sprintf("bare-%d", r), n)
-		if err != nil {
-			return err
-		}
+	bareRound := func(r int) (time.Duration, error) { return workload(tmp, fmt.Sprintf("bare-%d", r), n) }
+	agentRound := func(r int) (time.Duration, error) {
 		ag, err := startAgent()
 		if err != nil {
-			return err
+			return 0, err
 		}
-		exe := filepath.Join(tmp, fmt.Sprintf("true-agent-%d", r))
+		defer stop(ag) // SIGTERM: the agent flushes and ships before exiting
+		exes = append(exes, filepath.Join(tmp, fmt.Sprintf("true-agent-%d", r)))
 		cpu0 := cpuTime(ag.Process.Pid)
 		with, err := workload(tmp, fmt.Sprintf("agent-%d", r), n)
 		res.AgentCPUSeconds += (cpuTime(ag.Process.Pid) - cpu0).Seconds()
@@ -149,11 +154,22 @@ func run(mamoriBin, agentBin string, n, rounds int, outDir string) error {
 			}
 			res.RingDropped = d
 		}
-		stop(ag) // SIGTERM: the agent flushes and ships before exiting
-		if err != nil {
+		return with, err
+	}
+	for r := 0; r < rounds; r++ {
+		// A B, then B A: drift in the machine's speed cancels out.
+		var bare, with time.Duration
+		var err1, err2 error
+		if r%2 == 0 {
+			bare, err1 = bareRound(r)
+			with, err2 = agentRound(r)
+		} else {
+			with, err2 = agentRound(r)
+			bare, err1 = bareRound(r)
+		}
+		if err := errors.Join(err1, err2); err != nil {
 			return err
 		}
-		exes = append(exes, exe)
 		res.BareSeconds = append(res.BareSeconds, bare.Seconds())
 		res.AgentSeconds = append(res.AgentSeconds, with.Seconds())
 		fmt.Fprintf(os.Stderr, "round %d: bare %.3fs agent %.3fs (%.3f)\n", r+1, bare.Seconds(), with.Seconds(), with.Seconds()/bare.Seconds())
@@ -183,17 +199,21 @@ func run(mamoriBin, agentBin string, n, rounds int, outDir string) error {
 	}
 	stop(ag)
 
+	// The headline is the median of the paired ratios (each agent run over
+	// the bare run beside it): drift in the machine's speed cancels within a
+	// pair, and the median ignores the odd disturbed pair.
 	res.BareMedian, res.AgentMedian = median(res.BareSeconds), median(res.AgentSeconds)
-	res.Ratio = res.AgentMedian / res.BareMedian
-	res.RatioMin, res.RatioMax = 1e9, 0
+	var ratios []float64
 	for i := range res.BareSeconds {
-		r := res.AgentSeconds[i] / res.BareSeconds[i]
-		res.RatioMin, res.RatioMax = min(res.RatioMin, r), max(res.RatioMax, r)
+		ratios = append(ratios, res.AgentSeconds[i]/res.BareSeconds[i])
 	}
+	res.Ratio = median(ratios)
+	res.RatioOfMedians = res.AgentMedian / res.BareMedian
+	res.RatioMin, res.RatioMax = slices.Min(ratios), slices.Max(ratios)
 
-	fmt.Printf("\n%-34s %10s %10s %8s %15s %12s\n", "workload", "bare (s)", "agent (s)", "ratio", "ratio range", "events")
-	fmt.Printf("%-34s %10.3f %10.3f %8.3f %7.3f–%-7.3f %5d/%-6d\n", fmt.Sprintf("%d execs of /bin/true ×%d", n, rounds),
-		res.BareMedian, res.AgentMedian, res.Ratio, res.RatioMin, res.RatioMax, res.EventsSeen, res.EventsWanted)
+	fmt.Printf("\n%-34s %10s %10s %8s %15s %10s %12s\n", "workload", "bare (s)", "agent (s)", "ratio", "ratio range", "of medians", "events")
+	fmt.Printf("%-34s %10.3f %10.3f %8.3f %7.3f–%-7.3f %10.3f %5d/%-6d\n", fmt.Sprintf("%d execs of /bin/true ×%d", n, rounds),
+		res.BareMedian, res.AgentMedian, res.Ratio, res.RatioMin, res.RatioMax, res.RatioOfMedians, res.EventsSeen, res.EventsWanted)
 	res.AgentCPUPerExecUs = res.AgentCPUSeconds / float64(res.EventsWanted) * 1e6
 	fmt.Printf("sensor mode %s, ring-buffer drops %d, agent CPU %.1f µs per exec (%.2f s in all), agent RSS %.1f MiB\n",
 		res.SensorMode, res.RingDropped, res.AgentCPUPerExecUs, res.AgentCPUSeconds, res.AgentRSSMiB)
@@ -348,6 +368,18 @@ func (c *apiConn) countExecs(exe string) (int, error) {
 		return 0, err
 	}
 	return len(r.Events), nil
+}
+
+// waitIdle waits until a process uses under 5% of a core over 300 ms.
+func waitIdle(pid int, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		c0 := cpuTime(pid)
+		time.Sleep(300 * time.Millisecond)
+		if cpuTime(pid)-c0 < 15*time.Millisecond {
+			return
+		}
+	}
 }
 
 // cpuTime reads a process's user+system CPU time from /proc.
