@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -212,6 +213,9 @@ var gzipWriters = sync.Pool{New: func() any {
 	return zw
 }}
 
+// batchBufs keeps the uncompressed batch buffer between batches.
+var batchBufs = sync.Pool{New: func() any { return new([]byte) }}
+
 // ErrBatchTooLarge means a batch exceeds wire's limits before sending.
 var ErrBatchTooLarge = errors.New("batch exceeds wire limits")
 
@@ -229,7 +233,14 @@ func EncodeBatch(b wire.Batch) ([]byte, error) {
 	for _, r := range b.Records {
 		size += len(r.Event) + 40
 	}
-	out := make([]byte, 0, size)
+	bp := batchBufs.Get().(*[]byte)
+	out := slices.Grow((*bp)[:0], size)
+	defer func() {
+		if cap(out) <= 16<<20 {
+			*bp = out[:0]
+			batchBufs.Put(bp)
+		}
+	}()
 	bootID, _ := json.Marshal(b.BootID)
 	out = append(out, `{"boot_id":`...)
 	out = append(out, bootID...)
