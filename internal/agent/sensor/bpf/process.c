@@ -114,6 +114,24 @@ struct {
 	__type(value, struct scratch);
 } heap SEC(".maps");
 
+/* exit_claim lets one thread report a process's exit. signal->live is
+ * decremented early in do_exit, long before the tracepoint, so when several
+ * threads exit at once (exit_group) more than one can read zero there: the
+ * first to insert the process's key reports. Duplicates follow within
+ * microseconds, so a small LRU map is enough. */
+struct exit_key {
+	__u32 tgid;
+	__u32 _pad;
+	__u64 start;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct exit_key);
+	__type(value, __u8);
+} exit_claim SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, HOOK_MAX);

@@ -204,6 +204,11 @@ static __always_inline int SFX(on_exit)(struct task_struct *task)
 	struct signal_struct *sig = RD(task->signal);
 	if (RD(sig->live.counter) != 0)
 		return 0;
+	struct task_struct *leader = RD(task->group_leader);
+	struct exit_key key = { .tgid = RD(task->tgid), .start = RD(leader->start_boottime) };
+	__u8 one = 1;
+	if (bpf_map_update_elem(&exit_claim, &key, &one, BPF_NOEXIST) != 0)
+		return 0; /* another thread of this process reported its exit */
 	s = scratch_get();
 	if (!s)
 		return 0;

@@ -48,6 +48,13 @@ type processEventHdr struct {
 	Comm      [16]int8
 }
 
+type processExitKey struct {
+	_     structs.HostLayout
+	Tgid  uint32
+	Pad   uint32
+	Start uint64
+}
+
 type processScratch struct {
 	_    structs.HostLayout
 	Pos  uint32
@@ -62,6 +69,7 @@ type processScratch struct {
 const (
 	processMapDrops       = "drops"
 	processMapEvents      = "events"
+	processMapExitClaim   = "exit_claim"
 	processMapHeap        = "heap"
 	processProgRawTpExec  = "raw_tp_exec"
 	processProgRawTpExit  = "raw_tp_exit"
@@ -128,9 +136,10 @@ type processProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type processMapSpecs struct {
-	Drops  *ebpf.MapSpec `ebpf:"drops"`
-	Events *ebpf.MapSpec `ebpf:"events"`
-	Heap   *ebpf.MapSpec `ebpf:"heap"`
+	Drops     *ebpf.MapSpec `ebpf:"drops"`
+	Events    *ebpf.MapSpec `ebpf:"events"`
+	ExitClaim *ebpf.MapSpec `ebpf:"exit_claim"`
+	Heap      *ebpf.MapSpec `ebpf:"heap"`
 }
 
 // processVariableSpecs contains global variables before they are loaded into the kernel.
@@ -162,15 +171,17 @@ func (o *processObjects) Close() error {
 //
 // It can be passed to loadProcessObjects or ebpf.CollectionSpec.LoadAndAssign.
 type processMaps struct {
-	Drops  *ebpf.Map `ebpf:"drops"`
-	Events *ebpf.Map `ebpf:"events"`
-	Heap   *ebpf.Map `ebpf:"heap"`
+	Drops     *ebpf.Map `ebpf:"drops"`
+	Events    *ebpf.Map `ebpf:"events"`
+	ExitClaim *ebpf.Map `ebpf:"exit_claim"`
+	Heap      *ebpf.Map `ebpf:"heap"`
 }
 
 func (m *processMaps) Close() error {
 	return _ProcessClose(
 		m.Drops,
 		m.Events,
+		m.ExitClaim,
 		m.Heap,
 	)
 }
