@@ -28,18 +28,28 @@ step "tests (unit + kernel with -race; end-to-end with real binaries; stock kern
 logdir=$(mktemp -d)
 go test -race -count=1 -timeout 20m $(go list ./... | grep -v /test/e2e) >"$logdir/unit.log" 2>&1 &
 unit=$!
-go test -count=1 -timeout 20m -v ./test/e2e/... >"$logdir/e2e.log" 2>&1 &
+# The end-to-end suite, then the DuckDB engine's conformance run (cgo, behind
+# the duckdb build tag), share one job: together they take about as long as
+# the unit suite.
+{
+	go test -count=1 -timeout 20m -v ./test/e2e/... >"$logdir/e2e.log" 2>&1
+	e2e_rc=$?
+	go test -count=1 -timeout 10m -tags duckdb ./internal/store/duckdb/ >"$logdir/duckdb.log" 2>&1 || exit 1
+	exit $e2e_rc
+} &
 e2e=$!
 bash scripts/test-kernels.sh >"$logdir/kernels.log" 2>&1 &
 kernels=$!
 rc=0
 wait $unit || { rc=1; echo "unit/kernel tests failed"; }
-wait $e2e || { rc=1; echo "end-to-end tests failed"; }
+wait $e2e || { rc=1; echo "end-to-end or DuckDB tests failed"; }
 wait $kernels || { rc=1; echo "tests on stock kernels (QEMU) failed"; }
 cat "$logdir/unit.log"
 step "end-to-end"
 grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|_test.go' "$logdir/e2e.log" || true
 tail -5 "$logdir/e2e.log"
+step "DuckDB event store conformance (-tags duckdb)"
+cat "$logdir/duckdb.log" 2>/dev/null || true
 step "eBPF tests on stock Debian kernels (QEMU)"
 grep -E '^(--- kernel|vmtest:|--- |PASS|FAIL|ok|panic)' "$logdir/kernels.log" || true
 if [[ $rc -ne 0 ]]; then
