@@ -135,11 +135,11 @@ func Flatten(tenant string, ev schema.Event) (Row, error) {
 	if ev.Time.Year() < 1678 || ev.Time.Year() > 2261 {
 		return Row{}, fmt.Errorf("time %s out of range", ev.Time.Format(time.RFC3339))
 	}
-	ev.Tenant = tenant
-	body, err := json.Marshal(ev)
-	if err != nil {
-		return Row{}, fmt.Errorf("encode: %w", err)
+	if p := ev.Process; p != nil && (p.StartTime.Year() < 0 || p.StartTime.Year() > 9999) {
+		return Row{}, fmt.Errorf("process start time year %d out of range", p.StartTime.Year())
 	}
+	ev.Tenant = tenant
+	body := ev.AppendJSON(nil)
 	r := Row{Tenant: tenant, HostID: ev.HostID, Seq: int64(ev.Seq), BootID: ev.BootID,
 		Time: ev.Time.UnixNano(), Type: string(ev.Type), Body: body}
 	if p := ev.Process; p != nil {

@@ -203,6 +203,12 @@ func TestEventStore(t *testing.T, openErr func(dir string) (store.EventStore, er
 			{"seq overflow", "a", func(e schema.Event) schema.Event { e.Seq = 1 << 63; return e }},
 			{"zero time", "a", func(e schema.Event) schema.Event { e.Time = time.Time{}; return e }},
 			{"empty type", "a", func(e schema.Event) schema.Event { e.Type = ""; return e }},
+			{"start time year 10000", "a", func(e schema.Event) schema.Event {
+				p := *e.Process
+				p.StartTime = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+				e.Process = &p
+				return e
+			}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				err := s.Append(ctx, tc.tenant, []schema.Event{good, tc.ev(Proc("h1", 5001, schema.ProcessExec, 11, 1, "/bin/sh"))})
