@@ -12,8 +12,7 @@ export PATH=/usr/local/go/bin:$PATH
 
 home=${MAMORI_HOME:-/var/lib/mamori}
 listen=${MAMORI_LISTEN:-127.0.0.1:8443}
-mkdir -p "$home/server" "$home/agent"
-chmod 700 "$home"
+install -d -m 700 "$home" "$home/server" "$home/agent"
 
 echo "building…"
 make -s build
