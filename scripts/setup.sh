@@ -23,7 +23,7 @@ pkgs=(ca-certificates curl unzip make gcc git file)
 # "generate and diff" check needs them); nftables/iproute2 for response tests.
 pkgs+=(clang llvm libbpf-dev bpftool)
 if [[ $want_test -eq 1 ]]; then
-	pkgs+=(iproute2 nftables util-linux procps qemu-system-x86 busybox-static cpio)
+	pkgs+=(iproute2 nftables util-linux procps qemu-system-x86 busybox-static cpio tinyproxy)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

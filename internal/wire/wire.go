@@ -141,6 +141,21 @@ type ConnStatus struct {
 	Server    string `json:"server"`
 	LastAck   string `json:"last_ack,omitempty"`
 	LastError string `json:"last_error,omitempty"`
+	// Via is the path in use, without credentials: "direct",
+	// "proxy http://host:port" or "direct via HTTPS_PROXY http://host:port".
+	Via string `json:"via,omitempty"`
+	// Endpoints is the agent's ordered endpoint list and each one's health.
+	Endpoints []EndpointStatus `json:"endpoints,omitempty"`
+}
+
+// EndpointStatus is the health of one way to reach the server.
+type EndpointStatus struct {
+	Endpoint  string `json:"endpoint"` // without credentials
+	State     string `json:"state"`    // unknown, up, down
+	InUse     bool   `json:"in_use,omitempty"`
+	Failures  int    `json:"failures,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+	NextRetry string `json:"next_retry,omitempty"` // RFC 3339, when down
 }
 
 // Enrollment tokens look like "mmr1.SECRET.PIN": SECRET is random, PIN the

@@ -11,9 +11,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +21,7 @@ import (
 
 	"github.com/mamori-edr/mamori/internal/pki"
 	"github.com/mamori-edr/mamori/internal/wire"
+	"golang.org/x/net/http/httpproxy"
 )
 
 // Connection states reported in wire.ConnStatus.State.
@@ -92,32 +91,36 @@ func Retryable(err error) bool {
 	return !errors.Is(err, context.Canceled)
 }
 
-// Endpoint is one way to reach the server. Today it is a direct URL; proxies
-// and relays will add fields, and the client tries endpoints in order.
-type Endpoint struct {
-	URL string
-}
-
 // ClientOptions configure a Client. Zero values take the defaults.
 type ClientOptions struct {
-	// Endpoints are tried in order; default: the server of the identity.
+	// Endpoints are tried in order, earlier ones preferred; default: the
+	// list stored in the data dir (EndpointsFile), else the identity's
+	// server, direct.
 	Endpoints []Endpoint
 	// RequestTimeout bounds one request; default 60 s.
 	RequestTimeout time.Duration
 	// MinBackoff and MaxBackoff bound retry delays; defaults 500 ms and 30 s.
 	MinBackoff, MaxBackoff time.Duration
+	// ProbeInterval caps the backoff between probes of a down endpoint;
+	// default 30 s.
+	ProbeInterval time.Duration
 }
 
 // Client sends batches and heartbeats over mutual TLS with the identity
-// stored by Enroll. It is safe for concurrent use.
+// stored by Enroll, over an ordered list of endpoints with fallback. It is
+// safe for concurrent use.
 type Client struct {
-	id        Identity
-	endpoints []*url.URL
-	hc        *http.Client
-	opts      ClientOptions
+	id      Identity
+	opts    ClientOptions
+	tlsConf *tls.Config
+
+	probeCtx    context.Context
+	probeCancel context.CancelFunc
+	probes      sync.WaitGroup
 
 	mu     sync.Mutex
-	cur    int // index of the endpoint in use
+	eps    []*endpoint
+	cur    int // index of the endpoint last used successfully
 	status wire.ConnStatus
 }
 
@@ -144,6 +147,11 @@ func NewClient(dataDir string, opts ClientOptions) (*Client, error) {
 		return nil, fmt.Errorf("client: agent certificate: %w", err)
 	}
 	if len(opts.Endpoints) == 0 {
+		if opts.Endpoints, err = LoadEndpoints(dataDir); err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+	}
+	if len(opts.Endpoints) == 0 {
 		opts.Endpoints = []Endpoint{{URL: id.Server}}
 	}
 	if opts.RequestTimeout <= 0 {
@@ -155,45 +163,96 @@ func NewClient(dataDir string, opts ClientOptions) (*Client, error) {
 	if opts.MaxBackoff <= 0 {
 		opts.MaxBackoff = 30 * time.Second
 	}
-	c := &Client{id: *id, opts: opts}
-	for i, ep := range opts.Endpoints {
-		u, err := parseServerURL(ep.URL)
-		if err != nil {
-			return nil, fmt.Errorf("client: endpoint %d: %w", i, err)
-		}
-		c.endpoints = append(c.endpoints, u)
+	if opts.ProbeInterval <= 0 {
+		opts.ProbeInterval = 30 * time.Second
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
-	tr := &http.Transport{
-		TLSClientConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{cert},
-			RootCAs:      roots,
-			NextProtos:   []string{"h2", "http/1.1"},
-		},
-		ForceAttemptHTTP2:     true,
-		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		TLSHandshakeTimeout:   10 * time.Second,
-		ResponseHeaderTimeout: opts.RequestTimeout,
-		IdleConnTimeout:       90 * time.Second,
-		MaxIdleConnsPerHost:   2,
-		// We gzip request bodies ourselves; responses are small.
-		DisableCompression: true,
+	c := &Client{id: *id, opts: opts, tlsConf: &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      roots,
+		NextProtos:   []string{"h2", "http/1.1"},
+	}}
+	eps, err := c.build(opts.Endpoints)
+	if err != nil {
+		return nil, err
 	}
-	c.hc = &http.Client{Transport: tr, Timeout: opts.RequestTimeout}
-	c.status = wire.ConnStatus{State: StateDisconnected, Server: c.endpoints[0].String()}
+	c.eps = eps
+	c.probeCtx, c.probeCancel = context.WithCancel(context.Background())
+	c.status = wire.ConnStatus{State: StateDisconnected, Server: eps[0].base.String(), Via: eps[0].via()}
 	return c, nil
+}
+
+func (c *Client) build(list []Endpoint) ([]*endpoint, error) {
+	if len(list) == 0 {
+		return nil, errors.New("client: no endpoints")
+	}
+	env := httpproxy.FromEnvironment()
+	var eps []*endpoint
+	for i, spec := range list {
+		e, err := newEndpoint(spec, c.tlsConf, env, c.opts.RequestTimeout)
+		if err != nil {
+			return nil, fmt.Errorf("client: endpoint %d: %w", i, err)
+		}
+		e.bo = Backoff{Min: c.opts.MinBackoff, Max: c.opts.ProbeInterval}
+		eps = append(eps, e)
+	}
+	return eps, nil
+}
+
+// SetEndpoints replaces the endpoint list at once (the server may push a new
+// one). Requests in flight finish on the old endpoints; the next request
+// uses the new list, starting from its first entry. The proxy environment
+// is read again.
+func (c *Client) SetEndpoints(list []Endpoint) error {
+	eps, err := c.build(list)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	old := c.eps
+	c.eps, c.cur = eps, 0
+	c.mu.Unlock()
+	for _, e := range old {
+		e.tr.CloseIdleConnections()
+	}
+	return nil
+}
+
+// Endpoints returns the list in use.
+func (c *Client) Endpoints() []Endpoint {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]Endpoint, len(c.eps))
+	for i, e := range c.eps {
+		out[i] = e.spec
+	}
+	return out
 }
 
 // Identity returns the identity the client speaks for.
 func (c *Client) Identity() Identity { return c.id }
 
-// Status returns the connection state, last ack time and last error.
+// Status returns the connection state, last ack time and last error, the
+// path in use and each endpoint's health. Credentials never appear in it.
 func (c *Client) Status() wire.ConnStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.status
+	st := c.status
+	st.Endpoints = make([]wire.EndpointStatus, len(c.eps))
+	for i, e := range c.eps {
+		es := wire.EndpointStatus{Endpoint: e.spec.String(), State: e.state, InUse: i == c.cur && st.State != StateDisconnected,
+			Failures: e.failures, LastError: e.lastErr}
+		if e.fromEnv {
+			es.Endpoint += " (HTTPS_PROXY " + redactURL(e.proxy) + ")"
+		}
+		if e.state == EndpointDown {
+			es.NextRetry = e.retryAt.UTC().Format(time.RFC3339Nano)
+		}
+		st.Endpoints[i] = es
+	}
+	return st
 }
 
 // Revoked reports whether the server last refused the certificate.
@@ -203,8 +262,17 @@ func (c *Client) Revoked() bool {
 	return c.status.State == StateRevoked
 }
 
-// Close releases idle connections.
-func (c *Client) Close() { c.hc.CloseIdleConnections() }
+// Close stops probes and releases idle connections.
+func (c *Client) Close() {
+	c.probeCancel()
+	c.probes.Wait()
+	c.mu.Lock()
+	eps := c.eps
+	c.mu.Unlock()
+	for _, e := range eps {
+		e.tr.CloseIdleConnections()
+	}
+}
 
 // gzipWriters keeps compressors between batches: each holds over a MiB of
 // tables that would otherwise be allocated per batch.
@@ -324,17 +392,88 @@ func (c *Client) Heartbeat(ctx context.Context, hb wire.Heartbeat) error {
 	return c.post(ctx, wire.PathHeartbeat, raw, false, nil)
 }
 
+// post sends on the preferred healthy endpoint and, when the path fails
+// (connect, proxy, TLS, transport), at once on the next ones, each once.
+// Server answers (HTTPError) end the walk: another path reaches the same
+// server.
 func (c *Client) post(ctx context.Context, path string, body []byte, gzipped bool, out any) error {
-	c.mu.Lock()
-	base := c.endpoints[c.cur]
-	c.mu.Unlock()
-	err := c.do(ctx, base, path, body, gzipped, out)
-	c.record(base, err)
-	return err
+	var tried []*endpoint
+	var err error
+	for {
+		e := c.pick(tried)
+		if e == nil {
+			return err
+		}
+		tried = append(tried, e)
+		err = c.do(ctx, e, path, body, gzipped, out)
+		c.record(e, err, false)
+		if !linkFailure(err) || ctx.Err() != nil {
+			return err
+		}
+	}
 }
 
-func (c *Client) do(ctx context.Context, base *url.URL, path string, body []byte, gzipped bool, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base.JoinPath(path).String(), bytes.NewReader(body))
+// linkFailure reports whether err says the path failed rather than the
+// server or our own caller.
+func linkFailure(err error) bool {
+	var he *HTTPError
+	return err != nil && !errors.As(err, &he) && !errors.Is(err, context.Canceled)
+}
+
+// pick returns the first endpoint, in order, not tried yet and not known
+// down; failing that, the untried down endpoint due soonest. A preferred
+// endpoint that is down and due for a retry is probed in the background
+// instead of carrying traffic.
+func (c *Client) pick(tried []*endpoint) *endpoint {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	var soonest *endpoint
+	for _, e := range c.eps {
+		if slices.Contains(tried, e) {
+			continue
+		}
+		if e.state != EndpointDown {
+			return e
+		}
+		if !e.probing && !now.Before(e.retryAt) && c.probeCtx.Err() == nil {
+			e.probing = true
+			c.probes.Add(1)
+			go c.runProbe(e)
+		}
+		if soonest == nil || e.retryAt.Before(soonest.retryAt) {
+			soonest = e
+		}
+	}
+	return soonest
+}
+
+func (c *Client) runProbe(e *endpoint) {
+	defer c.probes.Done()
+	err := e.probe(c.probeCtx)
+	c.mu.Lock()
+	e.probing = false
+	c.mu.Unlock()
+	if c.probeCtx.Err() != nil {
+		return
+	}
+	c.record(e, err, true)
+}
+
+// Probe checks every endpoint now (connect, CONNECT, mutual TLS handshake)
+// and records their health; it returns the health as Status does.
+func (c *Client) Probe(ctx context.Context) []wire.EndpointStatus {
+	c.mu.Lock()
+	eps := slices.Clone(c.eps)
+	c.mu.Unlock()
+	for _, e := range eps {
+		c.record(e, e.probe(ctx), true)
+	}
+	return c.Status().Endpoints
+}
+
+func (c *Client) do(ctx context.Context, e *endpoint, path string, body []byte, gzipped bool, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.base.JoinPath(path).String(), bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("request: %w", err)
 	}
@@ -342,9 +481,13 @@ func (c *Client) do(ctx context.Context, base *url.URL, path string, body []byte
 	if gzipped {
 		req.Header.Set("Content-Encoding", "gzip")
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := e.hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("post %s: %w", path, err)
+		var pe *ProxyError
+		if errors.As(err, &pe) {
+			return fmt.Errorf("post %s: %w", path, pe)
+		}
+		return fmt.Errorf("post %s via %s: %w", path, e.via(), err)
 	}
 	defer resp.Body.Close()
 	rb, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -362,28 +505,45 @@ func (c *Client) do(ctx context.Context, base *url.URL, path string, body []byte
 	return nil
 }
 
-// record updates the connection status after an attempt, and moves to the
-// next endpoint after a network-level failure.
-func (c *Client) record(base *url.URL, err error) {
+// record updates e's health after a request (probe false) or a probe, and
+// the connection status after a request. A probe's success only marks e up:
+// traffic moves back to it on the next request, since pick prefers earlier
+// endpoints.
+func (c *Client) record(e *endpoint, err error, probe bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.status.Server = base.String()
+	if errors.Is(err, context.Canceled) {
+		// Our own shutdown says nothing about the link.
+		return
+	}
 	var he *HTTPError
+	up := err == nil || errors.As(err, &he)
+	if up {
+		// The server answered: the path works (the request may not have).
+		e.state, e.lastErr, e.failures = EndpointUp, "", 0
+		e.bo.Reset()
+	} else {
+		e.state, e.lastErr = EndpointDown, err.Error()
+		e.failures++
+		e.retryAt = time.Now().Add(e.bo.Next())
+	}
+	idx := slices.Index(c.eps, e)
+	if probe || idx < 0 {
+		return // a probe, or e was replaced by SetEndpoints meanwhile
+	}
+	if !up {
+		c.status.State, c.status.LastError = StateDisconnected, err.Error()
+		return
+	}
+	c.cur = idx
+	c.status.Server, c.status.Via = e.base.String(), e.via()
 	switch {
 	case err == nil:
 		c.status.State, c.status.LastError = StateConnected, ""
 	case errors.Is(err, ErrRevoked):
 		c.status.State, c.status.LastError = StateRevoked, err.Error()
-	case errors.As(err, &he):
-		// The server answered: the link works, the request did not.
-		c.status.State, c.status.LastError = StateConnected, err.Error()
-	case errors.Is(err, context.Canceled):
-		// Our own shutdown says nothing about the link.
 	default:
-		c.status.State, c.status.LastError = StateDisconnected, err.Error()
-		if len(c.endpoints) > 1 {
-			c.cur = (c.cur + 1) % len(c.endpoints)
-		}
+		c.status.State, c.status.LastError = StateConnected, err.Error()
 	}
 }
 

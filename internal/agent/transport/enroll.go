@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -29,6 +28,7 @@ import (
 	"github.com/mamori-edr/mamori/internal/pki"
 	"github.com/mamori-edr/mamori/internal/version"
 	"github.com/mamori-edr/mamori/internal/wire"
+	"golang.org/x/net/http/httpproxy"
 	"golang.org/x/sys/unix"
 )
 
@@ -115,6 +115,10 @@ type EnrollOptions struct {
 	Force bool
 	// Timeout bounds the whole exchange; default 30 s.
 	Timeout time.Duration
+	// Endpoints, when set, are the paths tried in order to reach the
+	// server (see Endpoint); the next is tried when one cannot connect.
+	// Default: serverURL, direct (honouring HTTPS_PROXY and NO_PROXY).
+	Endpoints []Endpoint
 }
 
 // Enroll trades a one-time token for a client certificate. The private key is
@@ -162,23 +166,28 @@ func Enroll(ctx context.Context, serverURL, token, dataDir string, host HostInfo
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 
-	hc := &http.Client{Transport: &http.Transport{
-		TLSClientConfig:   pinnedTLSConfig(pin, base.Hostname()),
-		ForceAttemptHTTP2: true,
-		DialContext:       (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
-	}}
-	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base.JoinPath(wire.PathEnroll).String(), bytes.NewReader(reqBody))
-	if err != nil {
-		return nil, fmt.Errorf("enroll: %w", err)
+	eps := opts.Endpoints
+	if len(eps) == 0 {
+		eps = []Endpoint{{URL: base.String()}}
 	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := hc.Do(req)
-	if err != nil {
-		if errors.Is(err, ErrPinMismatch) {
-			return nil, fmt.Errorf("enroll %s: %w", base.Host, ErrPinMismatch)
+	env := httpproxy.FromEnvironment()
+	var resp *http.Response
+	for i, spec := range eps {
+		u, err := parseServerURL(spec.URL)
+		if err != nil {
+			return nil, fmt.Errorf("enroll: endpoint %d: %w", i, err)
 		}
-		return nil, fmt.Errorf("enroll %s: %w", base.Host, err)
+		e, err := newEndpoint(spec, pinnedTLSConfig(pin, u.Hostname()), env, opts.Timeout)
+		if err != nil {
+			return nil, fmt.Errorf("enroll: endpoint %d: %w", i, err)
+		}
+		resp, err = enrollVia(ctx, e, reqBody)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, ErrPinMismatch) || ctx.Err() != nil || i == len(eps)-1 {
+			return nil, err
+		}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -232,6 +241,28 @@ func Enroll(ctx context.Context, serverURL, token, dataDir string, host HostInfo
 		}
 	}
 	return id, nil
+}
+
+// enrollVia posts the enrollment request through one endpoint.
+func enrollVia(ctx context.Context, e *endpoint, reqBody []byte) (*http.Response, error) {
+	defer e.tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, e.base.JoinPath(wire.PathEnroll).String(), bytes.NewReader(reqBody))
+	if err != nil {
+		return nil, fmt.Errorf("enroll: %w", err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := e.hc.Do(req)
+	if err != nil {
+		var pe *ProxyError
+		switch {
+		case errors.Is(err, ErrPinMismatch):
+			return nil, fmt.Errorf("enroll %s: %w", e.base.Host, ErrPinMismatch)
+		case errors.As(err, &pe):
+			return nil, fmt.Errorf("enroll %s: %w", e.base.Host, pe)
+		}
+		return nil, fmt.Errorf("enroll %s via %s: %w", e.base.Host, e.via(), err)
+	}
+	return resp, nil
 }
 
 // parseServerURL accepts "https://host:port" (or a bare host:port) and
