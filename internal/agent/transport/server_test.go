@@ -19,10 +19,10 @@ import (
 )
 
 // realServer runs the real Mamori server in process on 127.0.0.1:0.
-func realServer(t *testing.T) (*server.Server, *apiclient.Client) {
+func realServer(t *testing.T, hostnames ...string) (*server.Server, *apiclient.Client) {
 	t.Helper()
 	dir := t.TempDir()
-	srv, err := server.New(server.Options{DataDir: dir, Listen: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	srv, err := server.New(server.Options{DataDir: dir, Listen: "127.0.0.1:0", Hostnames: hostnames, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
