@@ -200,7 +200,7 @@ func TestEnvProxyAndNoProxy(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, noProxy, wantVia string
-		viaProxy              bool
+		viaProxy               bool
 	}{
 		{"proxied", "", "direct via HTTPS_PROXY http://" + tp.addr, true},
 		{"no_proxy", "example.org," + host, "direct", false},
