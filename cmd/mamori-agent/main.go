@@ -9,6 +9,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -53,6 +54,16 @@ func usage(w io.Writer) {
   mamori-agent status --data DIR [--json]                 status of the running agent
   mamori-agent version
 Flags also come from MAMORI_SERVER, MAMORI_ENROLL_TOKEN and MAMORI_DATA.
+
+Endpoints (ways to reach the server, tried in order, earlier preferred; the
+list is stored in DIR/endpoints.json, mode 0600, and reused on later runs):
+  --server URL          first endpoint, direct
+  --endpoint SPEC       repeatable, after --server:
+      direct:https://server:8443
+      proxy:http://user:pass@proxyhost:3128@https://server:8443
+                        HTTP CONNECT proxy with Basic auth (percent-encode
+                        '@' or ':' in the password); TLS stays end to end
+Direct endpoints honour HTTPS_PROXY and NO_PROXY like other Go programs.
 `)
 }
 
@@ -75,7 +86,23 @@ func runAgent(args []string, stderr io.Writer) int {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	noSensor := fs.Bool("no-sensor", false, "run without the eBPF sensor (ships the /proc snapshot only)")
 	cpuProfile := fs.String("cpuprofile", "", "write a Go CPU profile of the agent's whole run to this file (for overhead work)")
+	var endpoints []transport.Endpoint
+	var endpointErr error
+	// Parse errors are reported after fs.Parse: the flag package would echo
+	// the value, proxy password included.
+	fs.Func("endpoint", "a way to reach the server, repeatable, tried in order (see above)", func(s string) error {
+		ep, err := transport.ParseEndpoint(s)
+		if err != nil {
+			endpointErr = cmp.Or(endpointErr, err)
+		}
+		endpoints = append(endpoints, ep)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if endpointErr != nil {
+		fmt.Fprintln(stderr, "mamori-agent: --endpoint:", endpointErr)
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -92,6 +119,13 @@ func runAgent(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
+	if len(endpoints) > 0 && *server != "" {
+		endpoints = append([]transport.Endpoint{{URL: *server}}, endpoints...)
+	}
+	if *server == "" && len(endpoints) > 0 {
+		*server = endpoints[0].URL
+	}
+
 	_, err = transport.LoadIdentity(*dataDir)
 	switch {
 	case err == nil && !*reenroll:
@@ -100,7 +134,7 @@ func runAgent(args []string, stderr io.Writer) int {
 			log.Error("not enrolled: give --server and --enroll-token (or MAMORI_SERVER and MAMORI_ENROLL_TOKEN)", "data", *dataDir)
 			return 1
 		}
-		id, err := transport.Enroll(ctx, *server, *token, *dataDir, transport.LocalHostInfo(), transport.EnrollOptions{Force: *reenroll})
+		id, err := transport.Enroll(ctx, *server, *token, *dataDir, transport.LocalHostInfo(), transport.EnrollOptions{Force: *reenroll, Endpoints: endpoints})
 		if err != nil {
 			log.Error("enrollment failed", "server", *server, "err", err)
 			return 1
@@ -109,6 +143,13 @@ func runAgent(args []string, stderr io.Writer) int {
 	default:
 		log.Error("cannot load identity", "data", *dataDir, "err", err)
 		return 1
+	}
+
+	if len(endpoints) > 0 {
+		if err := transport.SaveEndpoints(*dataDir, endpoints); err != nil {
+			log.Error("cannot store endpoints", "err", err)
+			return 1
+		}
 	}
 
 	if *cpuProfile != "" {

@@ -123,7 +123,20 @@ func FormatStatus(w io.Writer, st wire.AgentStatus) {
 	if c.LastAck != "" {
 		conn += ", last ack " + c.LastAck
 	}
+	if c.Via != "" {
+		conn += " (" + c.Via + ")"
+	}
 	p("connection", "%s", conn)
+	for i, e := range c.Endpoints {
+		line := e.State
+		if e.InUse {
+			line += ", in use"
+		}
+		if e.State == "down" {
+			line += fmt.Sprintf(", %d failures, retry %s: %s", e.Failures, e.NextRetry, e.LastError)
+		}
+		p(fmt.Sprintf("endpoint %d", i+1), "%s: %s", e.Endpoint, line)
+	}
 	if c.LastError != "" {
 		p("last error", "%s", c.LastError)
 	}
