@@ -1,8 +1,8 @@
 package sigma
 
 import (
-	"regexp"
 	"strings"
+	"unicode/utf8"
 )
 
 // part is one piece of a Sigma string: a literal run or a wildcard.
@@ -118,10 +118,10 @@ const (
 	patContains
 	patAny   // "*": any string value
 	patGlob  // star-only glob: prefix, ordered middles, suffix
-	patRegex // contains '?': compiled once
+	patWild  // contains '?': backtracking glob over the parts
 )
 
-// pattern is a compiled wildcard pattern. When fold is set the needles are
+// pattern is a compiled wildcard pattern; no form uses regexp. When fold is set the needles are
 // lowered and must be matched against lowered input.
 type pattern struct {
 	kind   patKind
@@ -130,7 +130,7 @@ type pattern struct {
 	pre    string   // glob prefix
 	suf    string   // glob suffix
 	middle []string // glob middles
-	re     *regexp.Regexp
+	parts  sstr // patWild
 }
 
 func compilePattern(s sstr, fold bool) pattern {
@@ -151,21 +151,7 @@ func compilePattern(s sstr, fold bool) pattern {
 	}
 	switch {
 	case hasQ:
-		var b strings.Builder
-		b.WriteString(`(?s)\A`)
-		for _, x := range s {
-			switch x.wc {
-			case '*':
-				b.WriteString(`.*`)
-			case '?':
-				b.WriteString(`.`)
-			default:
-				b.WriteString(regexp.QuoteMeta(x.lit))
-			}
-		}
-		b.WriteString(`\z`)
-		p.kind = patRegex
-		p.re = regexp.MustCompile(b.String()) // quoted literals and . / .* only: cannot fail
+		p.kind, p.parts = patWild, s
 	case stars == 0:
 		p.kind, p.lit = patEqual, s.plain()
 	case len(s) == 1:
@@ -222,8 +208,54 @@ func (p *pattern) match(v string) bool {
 			rest = rest[i+len(m):]
 		}
 		return true
-	case patRegex:
-		return p.re.MatchString(v)
+	case patWild:
+		return wildMatch(p.parts, v)
 	}
 	return false
+}
+
+// wildMatch matches s against parts where '*' spans any bytes and '?' is
+// one UTF-8 character (or one invalid byte). It tracks the set of reachable
+// byte offsets part by part, so it runs in O(len(parts)*len(s)) and never
+// backtracks exponentially.
+func wildMatch(p sstr, s string) bool {
+	cur := make([]bool, len(s)+1)
+	next := make([]bool, len(s)+1)
+	cur[0] = true
+	for _, x := range p {
+		clear(next)
+		any := false
+		switch x.wc {
+		case '*':
+			for i := 0; i <= len(s); i++ {
+				if cur[i] {
+					for j := i; j <= len(s); j++ {
+						next[j] = true
+					}
+					any = true
+					break
+				}
+			}
+		case '?':
+			for i := 0; i < len(s); i++ {
+				if cur[i] {
+					_, w := utf8.DecodeRuneInString(s[i:])
+					next[i+w] = true
+					any = true
+				}
+			}
+		default:
+			for i := 0; i+len(x.lit) <= len(s); i++ {
+				if cur[i] && s[i:i+len(x.lit)] == x.lit {
+					next[i+len(x.lit)] = true
+					any = true
+				}
+			}
+		}
+		if !any {
+			return false
+		}
+		cur, next = next, cur
+	}
+	return cur[len(s)]
 }
