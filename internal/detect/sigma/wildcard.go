@@ -116,9 +116,9 @@ const (
 	patPrefix
 	patSuffix
 	patContains
-	patAny   // "*": any string value
-	patGlob  // star-only glob: prefix, ordered middles, suffix
-	patWild  // contains '?': backtracking glob over the parts
+	patAny  // "*": any string value
+	patGlob // star-only glob: prefix, ordered middles, suffix
+	patWild // contains '?': backtracking glob over the parts
 )
 
 // pattern is a compiled wildcard pattern; no form uses regexp. When fold is set the needles are
@@ -130,7 +130,7 @@ type pattern struct {
 	pre    string   // glob prefix
 	suf    string   // glob suffix
 	middle []string // glob middles
-	parts  sstr // patWild
+	parts  sstr     // patWild
 }
 
 func compilePattern(s sstr, fold bool) pattern {
@@ -224,7 +224,7 @@ func wildMatch(p sstr, s string) bool {
 	cur[0] = true
 	for _, x := range p {
 		clear(next)
-		any := false
+		live := false
 		switch x.wc {
 		case '*':
 			for i := 0; i <= len(s); i++ {
@@ -232,7 +232,7 @@ func wildMatch(p sstr, s string) bool {
 					for j := i; j <= len(s); j++ {
 						next[j] = true
 					}
-					any = true
+					live = true
 					break
 				}
 			}
@@ -241,18 +241,18 @@ func wildMatch(p sstr, s string) bool {
 				if cur[i] {
 					_, w := utf8.DecodeRuneInString(s[i:])
 					next[i+w] = true
-					any = true
+					live = true
 				}
 			}
 		default:
 			for i := 0; i+len(x.lit) <= len(s); i++ {
 				if cur[i] && s[i:i+len(x.lit)] == x.lit {
 					next[i+len(x.lit)] = true
-					any = true
+					live = true
 				}
 			}
 		}
-		if !any {
+		if !live {
 			return false
 		}
 		cur, next = next, cur
