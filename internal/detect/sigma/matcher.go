@@ -355,6 +355,8 @@ type evalCtx struct {
 	ev     Event
 	fields []fieldVal
 	kw     fieldVal
+	// remap translates a matcher's slots to a Set's shared slots (nil: identity).
+	remap []int
 }
 
 func newEvalCtx(n int) *evalCtx { return &evalCtx{fields: make([]fieldVal, n)} }
@@ -369,6 +371,9 @@ func (c *evalCtx) reset(ev Event) {
 }
 
 func (c *evalCtx) field(slot int, name string) *fieldVal {
+	if c.remap != nil {
+		slot = c.remap[slot]
+	}
 	f := &c.fields[slot]
 	if f.loaded {
 		return f
