@@ -172,6 +172,29 @@ type AuditEntry struct {
 	Detail string
 }
 
+// Action is one response action queued for a host. States are those of
+// wire (queued, delivered, done, failed, expired).
+type Action struct {
+	ID        string
+	Tenant    string
+	HostID    string
+	Type      string
+	Params    string // JSON
+	Reason    string
+	Actor     string
+	State     string
+	Result    string // JSON from the agent
+	Error     string
+	Created   time.Time
+	ExpiresAt time.Time
+	Delivered time.Time
+	Finished  time.Time
+}
+
+// ErrBadState refuses a state change an action cannot make (e.g. finishing
+// an action that was never delivered).
+var ErrBadState = errors.New("bad action state")
+
 // StateStore holds everything that is not telemetry.
 type StateStore interface {
 	PutTenant(ctx context.Context, t Tenant) error // ErrExists if present
@@ -201,6 +224,25 @@ type StateStore interface {
 	// ListAudit returns the newest limit entries (all if limit <= 0) in
 	// append order, oldest first.
 	ListAudit(ctx context.Context, tenant string, limit int) ([]AuditEntry, error)
+
+	// EnqueueAction stores a queued action; ErrExists if the tenant already
+	// has an action with its id.
+	EnqueueAction(ctx context.Context, a Action) error
+	// GetAction returns one action of a tenant or ErrNotFound.
+	GetAction(ctx context.Context, tenant, id string) (Action, error)
+	// ListActions returns the newest limit actions of a tenant (of one host
+	// unless hostID is empty), newest first; all if limit <= 0.
+	ListActions(ctx context.Context, tenant, hostID string, limit int) ([]Action, error)
+	// DeliverActions atomically marks the host's queued, unexpired actions
+	// delivered at now and returns them, oldest first.
+	DeliverActions(ctx context.Context, tenant, hostID string, now time.Time) ([]Action, error)
+	// FinishAction records the outcome (done or failed) of a delivered action
+	// of the host; ErrNotFound if the host has no such action, ErrBadState
+	// if it is not delivered.
+	FinishAction(ctx context.Context, tenant, hostID, id, state, result, errText string, now time.Time) (Action, error)
+	// ExpireActions marks every queued action whose expiry is at or before
+	// now expired, across tenants, and returns them.
+	ExpireActions(ctx context.Context, now time.Time) ([]Action, error)
 
 	Close() error
 }

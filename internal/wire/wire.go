@@ -122,6 +122,8 @@ type AgentStatus struct {
 	// SpooledThrough is the time of the newest event on disk (RFC 3339):
 	// everything the sensor saw before it is durable on the host.
 	SpooledThrough string `json:"spooled_through,omitempty"`
+	// Isolation is the host isolation state (nil: the agent cannot isolate).
+	Isolation *IsolationStatus `json:"isolation,omitempty"`
 }
 
 // SpoolStatus summarises the agent's spool.
@@ -186,4 +188,83 @@ func ParseToken(tok string) (secret, pin string, err error) {
 		return "", "", fmt.Errorf("%w: bad CA pin", ErrBadToken)
 	}
 	return parts[1], parts[2], nil
+}
+
+// Response action paths on the agent endpoint.
+const (
+	// PathActionsPoll long-polls for the host's queued actions.
+	PathActionsPoll = "/agent/v1/actions/poll"
+	// PathActionsResult reports the outcome of one delivered action.
+	PathActionsResult = "/agent/v1/actions/result"
+)
+
+// Response action types.
+const (
+	ActionIsolate = "isolate"
+	ActionRelease = "release"
+	ActionKill    = "kill"
+)
+
+// Action states.
+const (
+	ActionQueued    = "queued"
+	ActionDelivered = "delivered"
+	ActionDone      = "done"
+	ActionFailed    = "failed"
+	ActionExpired   = "expired"
+)
+
+// MaxPollWait is the longest the server holds an action poll open.
+const MaxPollWait = 25
+
+// ActionPoll asks for queued actions, waiting up to WaitSeconds (capped at
+// MaxPollWait) when there are none.
+type ActionPoll struct {
+	BootID      string `json:"boot_id"`
+	WaitSeconds int    `json:"wait_seconds,omitempty"`
+}
+
+// Action is one response action delivered to an agent.
+type Action struct {
+	ID        string          `json:"id"`
+	Type      string          `json:"type"`
+	Params    json.RawMessage `json:"params,omitempty"`
+	Reason    string          `json:"reason,omitempty"`
+	ExpiresAt string          `json:"expires_at,omitempty"` // RFC 3339
+}
+
+// ActionPollResponse carries the actions now marked delivered.
+type ActionPollResponse struct {
+	Actions []Action `json:"actions"`
+}
+
+// ActionResult reports how a delivered action ended: State is ActionDone
+// or ActionFailed.
+type ActionResult struct {
+	ID     string          `json:"id"`
+	State  string          `json:"state"`
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  string          `json:"error,omitempty"`
+}
+
+// KillParams selects the process to kill by identity, never by bare pid.
+type KillParams struct {
+	EntityID string `json:"entity_id"`
+	Tree     bool   `json:"tree,omitempty"`
+}
+
+// KillResult lists entity ids signalled and those already gone.
+type KillResult struct {
+	Killed []string `json:"killed"`
+	Gone   []string `json:"gone,omitempty"`
+}
+
+// IsolationStatus is the host isolation state an agent reports.
+type IsolationStatus struct {
+	Isolated bool     `json:"isolated"`
+	Since    string   `json:"since,omitempty"` // RFC 3339
+	Layers   []string `json:"layers,omitempty"`
+	// Allowed lists the management addresses that stay reachable.
+	Allowed []string `json:"allowed,omitempty"`
+	Error   string   `json:"error,omitempty"`
 }

@@ -290,4 +290,6 @@ func TestStateStore(t *testing.T, openErr func(dir string) (store.StateStore, er
 			t.Fatalf("audit after reopen: %+v", got)
 		}
 	})
+
+	t.Run("Actions", func(t *testing.T) { testActions(t, fresh(t)) })
 }
