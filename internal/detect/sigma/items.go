@@ -43,6 +43,13 @@ func (n *itemNode) eval(c *evalCtx) bool {
 					return true
 				}
 			}
+			if num := m.patNum[i]; num != nil {
+				for _, v := range f.scal {
+					if x, ok := toFloat(v); ok && x == *num {
+						return true
+					}
+				}
+			}
 			return false
 		})
 	case itemRegex:

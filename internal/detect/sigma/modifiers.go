@@ -45,12 +45,15 @@ type numPred struct {
 
 // itemMatcher is one compiled field item.
 type itemMatcher struct {
-	field    string // mapped field name; "" = keywords
-	kind     itemKind
-	all      bool
-	neq      bool
-	cased    bool
-	pats     []pattern
+	field string // mapped field name; "" = keywords
+	kind  itemKind
+	all   bool
+	neq   bool
+	cased bool
+	pats  []pattern
+	// patNum holds, per pattern, the number a YAML int/float value also
+	// equals numerically (so 1.0 matches an event's 1), or nil.
+	patNum   []*float64
 	res      []*regexp.Regexp
 	nets     []netip.Prefix
 	nums     []numPred
@@ -100,10 +103,14 @@ func compileItem(it *FieldItem, field string, opts *CompileOptions, mapField fun
 				vals[i] = v
 			}
 		case "all":
+			if len(it.Values) < 2 {
+				return nil, modErr(it, "all needs a list of at least two values (use a separate selection to repeat a field)")
+			}
 			im.all = true
 		case "cased":
 			im.cased = true
 		case "neq":
+			// neq needs the field present: an absent field is not "different".
 			im.neq = true
 		case "windash":
 			var out []sstr
@@ -156,14 +163,32 @@ func compileItem(it *FieldItem, field string, opts *CompileOptions, mapField fun
 			fieldref = true
 		case "expand":
 			var out []sstr
-			for _, v := range it.Values {
-				exp, err := expandPlaceholders(v.Raw, opts.Placeholders)
-				if err != nil {
-					return nil, fmt.Errorf("field %q line %d: %w", it.Field, it.Line, err)
+			for _, v := range vals {
+				alts := []sstr{nil}
+				for _, p := range v {
+					if p.wc != 0 {
+						for i := range alts {
+							alts[i] = append(alts[i], p)
+						}
+						continue
+					}
+					exp, err := expandPlaceholders(p.lit, opts.Placeholders)
+					if err != nil {
+						return nil, fmt.Errorf("field %q line %d: %w", it.Field, it.Line, err)
+					}
+					if len(alts)*len(exp) > maxExpansion {
+						return nil, modErr(it, "expand creates more than %d values", maxExpansion)
+					}
+					var next []sstr
+					for _, a := range alts {
+						for _, e := range exp {
+							// Placeholder values are Sigma strings: their wildcards count.
+							next = append(next, append(a[:len(a):len(a)], parseSigmaString(e)...))
+						}
+					}
+					alts = next
 				}
-				for _, e := range exp {
-					out = append(out, parseSigmaString(e))
-				}
+				out = append(out, alts...)
 			}
 			if len(out) > maxExpansion {
 				return nil, modErr(it, "expand creates more than %d values", maxExpansion)
@@ -263,7 +288,15 @@ func compileItem(it *FieldItem, field string, opts *CompileOptions, mapField fun
 		}
 	default:
 		im.kind = itemPattern
-		for _, v := range vals {
+		plainValues := len(it.Modifiers) == 0 || (len(it.Modifiers) == 1 && (im.all || im.neq || im.cased))
+		for i, v := range vals {
+			var num *float64
+			if plainValues && i < len(it.Values) && (it.Values[i].Kind == KindInt || it.Values[i].Kind == KindFloat) {
+				if f, err := strconv.ParseFloat(it.Values[i].Raw, 64); err == nil {
+					num = &f
+				}
+			}
+			im.patNum = append(im.patNum, num)
 			if field == "" && !patternMod {
 				// Keyword searches match anywhere in the event's text.
 				if !v.startsWithStar() {
