@@ -31,6 +31,13 @@ type CorrelatorOptions struct {
 
 // Correlator evaluates correlation rules over a time-ordered stream of base
 // rule matches. It is not safe for concurrent use; give each stream its own.
+//
+// Semantics chosen where the specification is silent: a group fires once
+// when its sliding window meets a lower-bound condition (gt/gte) and then
+// starts afresh; conditions with an upper bound (lt/lte/eq/neq) are decided
+// on tumbling windows when they close (next event of the group or Flush);
+// value_percentile judges the share, in percent, of window events that carry
+// the latest event's value; temporal without a condition needs every rule.
 type Correlator struct {
 	opts  CorrelatorOptions
 	corrs []*corrState

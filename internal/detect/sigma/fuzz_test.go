@@ -10,12 +10,15 @@ import (
 
 // FuzzParseRule: arbitrary YAML never panics, and a parsed detection compiles or errors cleanly.
 func FuzzParseRule(f *testing.F) {
-	seeds, _ := filepath.Glob("testdata/*.yml")
-	shared, _ := filepath.Glob(sharedSigma + "/rules/linux/process_creation/*.yml")
-	if len(shared) > 20 {
-		shared = shared[:20]
+	var seeds []string
+	for _, g := range []string{"/rules/linux/*/*.yml", "/spec/examples/*/*.yml"} {
+		m, _ := filepath.Glob(sharedSigma + g)
+		seeds = append(seeds, m...)
 	}
-	for _, p := range append(seeds, shared...) {
+	if len(seeds) > 60 {
+		seeds = seeds[:60]
+	}
+	for _, p := range seeds {
 		if b, err := os.ReadFile(p); err == nil {
 			f.Add(b)
 		}

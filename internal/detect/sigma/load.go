@@ -102,6 +102,7 @@ func Report(rules []*Rule, loadErrs []LoadError, opts CompileOptions) LoadReport
 	for _, e := range loadErrs {
 		rep.Reasons = append(rep.Reasons, e.Error())
 	}
+	opts.Filters = append([]*Rule(nil), opts.Filters...)
 	for _, r := range rules {
 		if r.Filter != nil {
 			rep.Filters++
