@@ -82,6 +82,7 @@ type Agent struct {
 	ringDropped map[string]uint64
 	eventsPerS  float64
 	lossBase    persistedLoss // counters from earlier runs
+	net         netState      // the network sensor (netsensor.go)
 }
 
 // persistedLoss is the part of Loss the agent itself must remember across
@@ -159,14 +160,17 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	// while the snapshot runs is in the ring buffer, handled right after it:
 	// no gap in lineage between the two.
 	a.openSensor()
+	a.openNetSensor()
 	if err := a.snapshot(); err != nil {
 		a.closeSensor()
+		a.closeNetSensor()
 		return err
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	pipelineDone := make(chan struct{})
 	g.Go(func() error { return a.runSensor(gctx) })
+	g.Go(func() error { return a.runNetSensor(gctx) })
 	g.Go(func() error { defer close(pipelineDone); return a.writeLoop() })
 	g.Go(func() error { return a.sendLoop(gctx, pipelineDone) })
 	g.Go(func() error { return a.meter(gctx) })
@@ -245,6 +249,7 @@ func (a *Agent) snapshot() error {
 // closes the sensor and the raw queue, which tells the writer to finish.
 func (a *Agent) runSensor(ctx context.Context) error {
 	defer close(a.raw)
+	defer a.waitNet() // network events reach the late queue before the writer stops
 	a.mu.Lock()
 	s := a.sensor
 	a.mu.Unlock()
@@ -552,6 +557,7 @@ func (a *Agent) meter(ctx context.Context) error {
 }
 
 func (a *Agent) updateSensorStats() {
+	a.updateNetStats()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.sensor == nil {
@@ -572,6 +578,15 @@ func (a *Agent) Loss() schema.Loss {
 		for k, v := range a.ringDropped {
 			l.RingDropped[k] = v
 		}
+	}
+	for k, v := range a.net.dropped {
+		if v == 0 && l.RingDropped == nil {
+			continue
+		}
+		if l.RingDropped == nil {
+			l.RingDropped = make(map[string]uint64, len(a.net.dropped))
+		}
+		l.RingDropped[k] = v
 	}
 	a.mu.Unlock()
 	l.QueueDropped = a.lossBase.QueueDropped + a.queueDropped.Load()
@@ -620,6 +635,7 @@ func (a *Agent) Status() wire.AgentStatus {
 		RingDropped: loss.RingDropped,
 		SensorError: a.sensorErr,
 	}
+	st.Hooks, st.SensorError = a.netStatusLocked(st.Hooks, st.SensorError)
 	a.mu.Unlock()
 	st.Loss = &loss
 	if ns := a.spooledThrough.Load(); ns > 0 {

@@ -35,10 +35,17 @@ const (
 	ProcessHash EventType = "process_hash"
 	// AgentLoss reports data the agent lost (ring-buffer drops, spool overflow).
 	AgentLoss EventType = "agent_loss"
+	// NetworkConnect is an outbound TCP connect, established or failed.
+	NetworkConnect EventType = "network_connect"
+	// NetworkAccept is an inbound TCP connection accepted by the process.
+	NetworkAccept EventType = "network_accept"
+	// NetworkListen is a socket put into the listening state.
+	NetworkListen EventType = "network_listen"
 )
 
 // KnownEventTypes lists every event type, for validation of filters.
-var KnownEventTypes = []EventType{ProcessExec, ProcessFork, ProcessExit, ProcessSnapshot, ProcessHash, AgentLoss}
+var KnownEventTypes = []EventType{ProcessExec, ProcessFork, ProcessExit, ProcessSnapshot, ProcessHash, AgentLoss,
+	NetworkConnect, NetworkAccept, NetworkListen}
 
 // Valid reports whether t is a known event type.
 func (t EventType) Valid() bool {
@@ -63,6 +70,7 @@ type Event struct {
 	Process *Process  `json:"process,omitempty"`
 	Parent  *Ancestor `json:"parent,omitempty"`
 	Loss    *Loss     `json:"loss,omitempty"`
+	Network *Network  `json:"network,omitempty"`
 }
 
 // Process describes the acting process.
@@ -112,6 +120,26 @@ type Ancestor struct {
 	PID      uint32   `json:"pid"`
 	Exe      string   `json:"exe,omitempty"`
 	Args     []string `json:"args,omitempty"`
+}
+
+// Network describes a network event. Dst is always the server side (the
+// address connected to, the accepting or listening socket) and Src the
+// client side, so dst_port finds connects to, accepts on and listens on a
+// port alike. A summary event (Summary true) stands for Count repeats of the
+// same process, kind, result, remote address and server port within the
+// sensor's dedup window; its client port is 0.
+type Network struct {
+	Family    string `json:"family"`               // "ipv4" or "ipv6"
+	Protocol  string `json:"protocol"`             // "tcp"
+	Direction string `json:"direction"`            // "outbound", "inbound" or "listen"
+	Result    string `json:"result,omitempty"`     // connect: "established" or "failed"
+	SrcIP     string `json:"src_ip,omitempty"`     // client side
+	SrcPort   uint16 `json:"src_port,omitempty"`   // client side
+	DstIP     string `json:"dst_ip,omitempty"`     // server side
+	DstPort   uint16 `json:"dst_port"`             // server side
+	Count     uint64 `json:"count,omitempty"`      // events this one stands for (1 unless Summary)
+	Summary   bool   `json:"summary,omitempty"`    // a dedup window's repeats
+	FirstTime string `json:"first_time,omitempty"` // summary: RFC 3339 time of the window's start
 }
 
 // Loss reports lost data, cumulative since the agent's data directory was created.

@@ -60,6 +60,9 @@ func (e *Event) AppendJSON(dst []byte) []byte {
 			dst = append(append(dst, `,"loss":`...), b...)
 		}
 	}
+	if n := e.Network; n != nil {
+		dst = n.appendJSON(append(dst, `,"network":`...))
+	}
 	return append(dst, '}')
 }
 
@@ -127,6 +130,35 @@ func (p *Process) appendJSON(dst []byte) []byte {
 	if p.ExitSignal != 0 {
 		dst = append(dst, `,"exit_signal":`...)
 		dst = strconv.AppendInt(dst, int64(p.ExitSignal), 10)
+	}
+	return append(dst, '}')
+}
+
+func (n *Network) appendJSON(dst []byte) []byte {
+	dst = appendKeyString(dst, `{"family":`, n.Family)
+	dst = appendKeyString(dst, `,"protocol":`, n.Protocol)
+	dst = appendKeyString(dst, `,"direction":`, n.Direction)
+	if n.Result != "" {
+		dst = appendKeyString(dst, `,"result":`, n.Result)
+	}
+	if n.SrcIP != "" {
+		dst = appendKeyString(dst, `,"src_ip":`, n.SrcIP)
+	}
+	if n.SrcPort != 0 {
+		dst = appendKeyUint(dst, `,"src_port":`, uint64(n.SrcPort))
+	}
+	if n.DstIP != "" {
+		dst = appendKeyString(dst, `,"dst_ip":`, n.DstIP)
+	}
+	dst = appendKeyUint(dst, `,"dst_port":`, uint64(n.DstPort))
+	if n.Count != 0 {
+		dst = appendKeyUint(dst, `,"count":`, n.Count)
+	}
+	if n.Summary {
+		dst = append(dst, `,"summary":true`...)
+	}
+	if n.FirstTime != "" {
+		dst = appendKeyString(dst, `,"first_time":`, n.FirstTime)
 	}
 	return append(dst, '}')
 }

@@ -629,3 +629,35 @@ func (c *Cache) eventLocked(typ schema.EventType, when time.Time, e *entry) sche
 	}
 	return ev
 }
+
+// Attribute sets ev.Process and ev.Parent to the cached process (pid,
+// startBootNs) and its parent, for events of other sensors (network) that
+// name the acting process by pid and start time. A process the cache missed
+// is read from /proc; the process_snapshot events returned for what was read
+// belong in the stream before ev. A process gone from both keeps its
+// identity only (entity id, pid, start time). It is safe to call from any
+// goroutine; call it after the process sensor's events up to ev's time were
+// handled, or the process may still show the image it had before an exec.
+func (c *Cache) Attribute(ev *schema.Event, pid uint32, startBootNs uint64) []schema.Event {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var loaded []*entry
+	e := c.ensureLocked(pid, startBootNs, &loaded)
+	now := c.now()
+	out := make([]schema.Event, 0, len(loaded))
+	for _, l := range loaded {
+		out = append(out, c.eventLocked(schema.ProcessSnapshot, now, l))
+	}
+	if e == nil {
+		ev.Process = &schema.Process{
+			EntityID:  schema.EntityID(c.bootID, pid, startBootNs),
+			PID:       pid,
+			StartTime: sensor.BootNsToTime(startBootNs),
+		}
+		ev.Parent = nil
+		return out
+	}
+	full := c.eventLocked(ev.Type, ev.Time, e)
+	ev.Process, ev.Parent = full.Process, full.Parent
+	return out
+}

@@ -601,3 +601,52 @@ func FuzzParseProcFiles(f *testing.F) {
 		}
 	})
 }
+
+func TestAttribute(t *testing.T) {
+	boot, err := BootID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := New(boot, nil, Options{})
+	self := uint32(os.Getpid())
+	st, err := readProc("/proc", self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := st.stat.StartTicks * ticksNs
+
+	for _, tc := range []struct {
+		name      string
+		pid       uint32
+		start     uint64
+		wantExe   bool
+		snapshots bool
+	}{
+		{"miss reads /proc", self, start, true, true},
+		{"hit", self, start, true, false},
+		{"pid reused: start differs", self, start + 10*ticksNs, false, false},
+		{"gone", 1 << 30, 1, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ev := schema.Event{Type: schema.NetworkConnect, Time: time.Now()}
+			snaps := c.Attribute(&ev, tc.pid, tc.start)
+			if ev.Process == nil || ev.Process.PID != tc.pid || ev.Process.EntityID != schema.EntityID(boot, tc.pid, tc.start) {
+				t.Fatalf("process %+v: want pid %d with its entity id", ev.Process, tc.pid)
+			}
+			if got := ev.Process.Exe != ""; got != tc.wantExe {
+				t.Errorf("exe %q: want set=%v", ev.Process.Exe, tc.wantExe)
+			}
+			if tc.wantExe && (ev.Parent == nil || ev.Parent.PID != uint32(os.Getppid())) {
+				t.Errorf("parent %+v: want pid %d", ev.Parent, os.Getppid())
+			}
+			if (len(snaps) > 0) != tc.snapshots {
+				t.Errorf("%d snapshot events, want some=%v", len(snaps), tc.snapshots)
+			}
+			for _, s := range snaps {
+				if s.Type != schema.ProcessSnapshot {
+					t.Errorf("returned a %s event, want process_snapshot", s.Type)
+				}
+			}
+		})
+	}
+}
