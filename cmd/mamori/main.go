@@ -30,6 +30,7 @@ import (
 	"github.com/mamori-edr/mamori/internal/server"
 	"github.com/mamori-edr/mamori/internal/server/api"
 	"github.com/mamori-edr/mamori/internal/version"
+	"github.com/mamori-edr/mamori/internal/wire"
 )
 
 func main() {
@@ -44,6 +45,12 @@ commands:
   hosts         list enrolled hosts
   events        search events
   tree ID       show a process with its ancestors, descendants and events
+  isolate HOST  cut a host off the network except the management channel
+  release HOST  undo isolate
+  kill HOST ENTITY_ID [--tree]
+                kill a process (and its descendants) by identity
+  actions [HOST]
+                list response actions and their outcomes
   version       print the version
 
 Client commands take --data DIR (or MAMORI_DATA) on the server's machine,
@@ -93,6 +100,10 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdEvents(ctx, args[1:], stdout, stderr)
 	case "tree":
 		return cmdTree(ctx, args[1:], stdout, stderr)
+	case "isolate", "release", "kill":
+		return cmdAction(ctx, args[0], args[1:], stdout, stderr)
+	case "actions":
+		return cmdActions(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "mamori %s\n", version.Version)
 		return nil
@@ -278,19 +289,19 @@ func cmdHosts(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tHOSTNAME\tLAST SEEN\tSENSOR\tEVENTS/S\tDROPS\tSPOOL\tREVOKED")
+	fmt.Fprintln(tw, "ID\tHOSTNAME\tLAST SEEN\tSENSOR\tEVENTS/S\tDROPS\tSPOOL\tISOLATED\tREVOKED")
 	for _, h := range hosts {
 		st := summarize(h.Status)
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\n", h.ID, h.Hostname, ago(h.LastSeen), st.sensor, st.rate, st.drops, st.spool, h.Revoked)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%v\n", h.ID, h.Hostname, ago(h.LastSeen), st.sensor, st.rate, st.drops, st.spool, st.isolated, h.Revoked)
 	}
 	return tw.Flush()
 }
 
-type statusSummary struct{ sensor, rate, drops, spool string }
+type statusSummary struct{ sensor, rate, drops, spool, isolated string }
 
 // summarize picks the columns of `mamori hosts` out of an agent's status JSON.
 func summarize(raw json.RawMessage) statusSummary {
-	out := statusSummary{"-", "-", "-", "-"}
+	out := statusSummary{"-", "-", "-", "-", "-"}
 	var st struct {
 		SensorMode  string            `json:"sensor_mode"`
 		EventsPerS  *float64          `json:"events_per_s"`
@@ -299,10 +310,20 @@ func summarize(raw json.RawMessage) statusSummary {
 			Bytes   int64  `json:"bytes"`
 			Pending uint64 `json:"pending"`
 		} `json:"spool"`
-		Loss *schema.Loss `json:"loss"`
+		Loss      *schema.Loss          `json:"loss"`
+		Isolation *wire.IsolationStatus `json:"isolation"`
 	}
 	if len(raw) == 0 || json.Unmarshal(raw, &st) != nil {
 		return out
+	}
+	if i := st.Isolation; i != nil {
+		out.isolated = "no"
+		if i.Isolated {
+			out.isolated = "yes (" + strings.Join(i.Layers, "+") + ")"
+		}
+		if i.Error != "" {
+			out.isolated += " error"
+		}
 	}
 	if st.SensorMode != "" {
 		out.sensor = st.SensorMode

@@ -82,6 +82,7 @@ type Agent struct {
 	ringDropped map[string]uint64
 	eventsPerS  float64
 	lossBase    persistedLoss // counters from earlier runs
+	acts        actionsState  // response actions (actions.go)
 	net         netState      // the network sensor (netsensor.go)
 }
 
@@ -174,6 +175,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	g.Go(func() error { defer close(pipelineDone); return a.writeLoop() })
 	g.Go(func() error { return a.sendLoop(gctx, pipelineDone) })
 	g.Go(func() error { return a.meter(gctx) })
+	g.Go(func() error { return a.runActions(gctx) })
 	g.Go(func() error { return serveStatus(gctx, ln, a.Status) })
 	a.log.Info("agent running", "host_id", a.id.HostID, "tenant", a.id.Tenant, "server", a.id.Server,
 		"sensor_mode", a.sensorModeNow(), "data", a.cfg.DataDir)
@@ -645,6 +647,7 @@ func (a *Agent) Status() wire.AgentStatus {
 		st.Spool = a.spool.Stats()
 	}
 	st.Connection = a.client.Status()
+	st.Isolation = a.isolationStatus()
 	if a.hashes != nil {
 		st.Hash = a.hashes.Stats()
 	}

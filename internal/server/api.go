@@ -52,6 +52,12 @@ func (s *Server) routeTable() []route {
 		{method: "GET", path: api.Prefix + "/events", role: RoleReadonly, handler: s.handleQueryEvents},
 		{method: "GET", path: api.Prefix + "/processes/{entity_id}/tree", role: RoleReadonly, handler: s.handleTree},
 		{method: "GET", path: api.Prefix + "/audit", role: RoleAnalyst, handler: s.handleAudit},
+		{method: "POST", path: wire.PathActionsPoll, agent: true, handler: s.handleActionPoll},
+		{method: "POST", path: wire.PathActionsResult, agent: true, handler: s.handleActionResult},
+		{method: "POST", path: api.Prefix + "/hosts/{id}/actions", role: RoleAnalyst, handler: s.handleCreateAction},
+		{method: "GET", path: api.Prefix + "/hosts/{id}/actions", role: RoleReadonly, handler: s.handleHostActions},
+		{method: "GET", path: api.Prefix + "/actions", role: RoleReadonly, handler: s.handleActions},
+		{method: "GET", path: api.Prefix + "/actions/{id}", role: RoleReadonly, handler: s.handleAction},
 	}
 }
 

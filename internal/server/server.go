@@ -100,6 +100,8 @@ type Server struct {
 
 	ingestMu  sync.Mutex
 	hostLocks map[string]*hostState
+
+	acts actionHub // wakes action long polls
 }
 
 type hostState struct {
@@ -184,6 +186,7 @@ func New(opts Options) (*Server, error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.With("source", "http").Handler(), slog.LevelWarn),
 	}
+	s.http.RegisterOnShutdown(s.acts.stop)
 	return s, nil
 }
 
