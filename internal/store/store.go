@@ -73,6 +73,14 @@ var QueryFields = map[string]string{
 	"process.hash.md5":         "string",
 	"process.exit_code":        "int",
 	"parent.exe":               "string",
+	"network.family":           "string",
+	"network.protocol":         "string",
+	"network.direction":        "string",
+	"network.result":           "string",
+	"network.src_ip":           "string",
+	"network.src_port":         "int",
+	"network.dst_ip":           "string",
+	"network.dst_port":         "int",
 }
 
 // EventQuery selects events of one tenant. Zero values mean "no limit" on

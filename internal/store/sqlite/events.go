@@ -81,6 +81,80 @@ var columns = map[string]string{
 	"process.hash.md5":         "md5",
 	"process.exit_code":        "exit_code",
 	"parent.exe":               "parent_exe",
+	"network.family":           "net_family",
+	"network.protocol":         "net_protocol",
+	"network.direction":        "net_direction",
+	"network.result":           "net_result",
+	"network.src_ip":           "src_ip",
+	"network.src_port":         "src_port",
+	"network.dst_ip":           "dst_ip",
+	"network.dst_port":         "dst_port",
+}
+
+// netColumns are generated from the body, so events.db files made before
+// they existed gain them by ALTER TABLE (see migrateEvents) and Append is
+// unchanged. Only destination port and addresses are indexed (partial
+// indexes: process events add nothing to them).
+var netColumns = []struct{ name, typ, path string }{
+	{"net_family", "TEXT", "$.network.family"},
+	{"net_protocol", "TEXT", "$.network.protocol"},
+	{"net_direction", "TEXT", "$.network.direction"},
+	{"net_result", "TEXT", "$.network.result"},
+	{"src_ip", "TEXT", "$.network.src_ip"},
+	{"src_port", "INTEGER", "$.network.src_port"},
+	{"dst_ip", "TEXT", "$.network.dst_ip"},
+	{"dst_port", "INTEGER", "$.network.dst_port"},
+}
+
+var netIndexes = []string{
+	`CREATE INDEX IF NOT EXISTS events_dst_port ON events (tenant, dst_port) WHERE dst_port IS NOT NULL`,
+	`CREATE INDEX IF NOT EXISTS events_dst_ip ON events (tenant, dst_ip) WHERE dst_ip IS NOT NULL`,
+	`CREATE INDEX IF NOT EXISTS events_src_ip ON events (tenant, src_ip) WHERE src_ip IS NOT NULL`,
+}
+
+// migrateEvents adds the generated network columns and their indexes.
+func migrateEvents(ctx context.Context, db *sql.DB) error {
+	have := map[string]bool{}
+	rows, err := db.QueryContext(ctx, `SELECT name FROM pragma_table_xinfo('events')`)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return fmt.Errorf("migrate: %w", err)
+		}
+		have[n] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	defer tx.Rollback()
+	for _, c := range netColumns {
+		if have[c.name] {
+			continue
+		}
+		stmt := fmt.Sprintf(`ALTER TABLE events ADD COLUMN %s %s GENERATED ALWAYS AS (json_extract(CAST(body AS TEXT), '%s')) VIRTUAL`,
+			c.name, c.typ, c.path)
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("migrate: add %s: %w", c.name, err)
+		}
+	}
+	for _, stmt := range netIndexes {
+		if _, err := tx.ExecContext(ctx, stmt); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return nil
 }
 
 const insertSQL = `INSERT OR IGNORE INTO events (tenant, host_id, seq, boot_id, time, type,
@@ -99,6 +173,10 @@ var _ store.EventStore = (*EventStore)(nil)
 func OpenEvents(dir string) (*EventStore, error) {
 	p, err := openPair(filepath.Join(dir, EventsFile), eventSchema)
 	if err != nil {
+		return nil, fmt.Errorf("event store: %w", err)
+	}
+	if err := migrateEvents(context.Background(), p.w); err != nil {
+		p.close()
 		return nil, fmt.Errorf("event store: %w", err)
 	}
 	return &EventStore{db: p}, nil
@@ -265,6 +343,14 @@ func Condition(c store.Condition, col func(string) string) (string, []any, error
 		return "", nil, fmt.Errorf("%w: %s: value contains a NUL byte", store.ErrBadQuery, c.Field)
 	}
 	name := col(c.Field)
+	if name == "" {
+		// An engine without a column for the field reads it from the
+		// JSON body (same syntax in SQLite and DuckDB).
+		name = "(CAST(body AS TEXT) ->> '$." + c.Field + "')"
+		if kind == "int" {
+			name = "CAST(" + name + " AS BIGINT)"
+		}
+	}
 	var v any = c.Value
 	if kind == "int" {
 		n, err := strconv.ParseInt(strings.TrimSpace(c.Value), 10, 64)

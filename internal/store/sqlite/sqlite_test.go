@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -68,5 +69,47 @@ func TestEscapeLike(t *testing.T) {
 		if got := EscapeLike(tc.in); got != tc.want {
 			t.Errorf("EscapeLike(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestNetworkColumnsMigration opens an events.db written before the network
+// columns existed: opening adds them, and old rows become queryable.
+func TestNetworkColumnsMigration(t *testing.T) {
+	dir := t.TempDir()
+	p, err := openPair(filepath.Join(dir, EventsFile), eventSchema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := &EventStore{db: p}
+	if err := old.Append(context.Background(), "a", storetest.NetFixture()); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+
+	for range 2 { // the second open finds the columns in place
+		s, err := OpenEvents(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Query(context.Background(), store.EventQuery{Tenant: "a",
+			Conditions: []store.Condition{{Field: "network.dst_port", Op: store.OpEq, Value: "8080"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k := storetest.Keys(got); !slices.Equal(k, []string{"n1/1", "n1/2", "n1/3", "n1/4"}) {
+			t.Errorf("old rows by dst_port: %v", k)
+		}
+		var plan, detail string
+		var id, parent, notused int
+		err = s.db.r.QueryRow(`EXPLAIN QUERY PLAN SELECT body FROM events WHERE tenant = ? AND dst_port = ?`, "a", 8080).
+			Scan(&id, &parent, &notused, &detail)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan = detail
+		if !strings.Contains(plan, "events_dst_port") {
+			t.Errorf("query plan %q does not use events_dst_port", plan)
+		}
+		s.Close()
 	}
 }

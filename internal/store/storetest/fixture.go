@@ -164,3 +164,49 @@ func QueryCases() []QueryCase {
 		{Name: "NUL in value", Query: conds(cond("process.args", store.OpContains, "\x00")), Err: bad},
 	}
 }
+
+// NetFixture returns network events of host n1: a connect to 8080 from curl
+// (pid 300) over IPv4, a failed IPv6 connect to 8080, an accept and a listen
+// on 8080 by pid 100, a summary of 41 connects to 443, and a process event
+// (seq 6) without a network part.
+func NetFixture() []schema.Event {
+	c, a, l := schema.NetworkConnect, schema.NetworkAccept, schema.NetworkListen
+	net := func(seq uint64, typ schema.EventType, pid, ppid uint32, n schema.Network) schema.Event {
+		ev := Proc("n1", seq, typ, pid, ppid, "/usr/bin/x")
+		ev.Network = &n
+		return ev
+	}
+	return []schema.Event{
+		net(1, l, 100, 1, schema.Network{Family: "ipv4", Protocol: "tcp", Direction: "listen", DstIP: "0.0.0.0", DstPort: 8080, Count: 1}),
+		net(2, c, 300, 200, schema.Network{Family: "ipv4", Protocol: "tcp", Direction: "outbound", Result: "established",
+			SrcIP: "127.0.0.1", SrcPort: 40000, DstIP: "127.0.0.1", DstPort: 8080, Count: 1}),
+		net(3, a, 100, 1, schema.Network{Family: "ipv4", Protocol: "tcp", Direction: "inbound",
+			SrcIP: "127.0.0.1", SrcPort: 40000, DstIP: "127.0.0.1", DstPort: 8080, Count: 1}),
+		net(4, c, 300, 200, schema.Network{Family: "ipv6", Protocol: "tcp", Direction: "outbound", Result: "failed",
+			SrcIP: "::1", SrcPort: 40001, DstIP: "::1", DstPort: 8080, Count: 1}),
+		net(5, c, 300, 200, schema.Network{Family: "ipv4", Protocol: "tcp", Direction: "outbound", Result: "established",
+			DstIP: "192.0.2.7", DstPort: 443, Count: 41, Summary: true, FirstTime: "2026-01-01T00:00:00Z"}),
+		Proc("n1", 6, schema.ProcessExec, 300, 200, "/usr/bin/curl", "curl", "8080"),
+	}
+}
+
+// NetQueryCases returns queries over NetFixture.
+func NetQueryCases() []QueryCase {
+	c := schema.NetworkConnect
+	return []QueryCase{
+		{Name: "dst port", Query: conds(cond("network.dst_port", store.OpEq, "8080")), Want: []string{"n1/1", "n1/2", "n1/3", "n1/4"}},
+		{Name: "connects to dst port", Query: store.EventQuery{Types: []schema.EventType{c},
+			Conditions: []store.Condition{cond("network.dst_port", store.OpEq, "8080")}}, Want: []string{"n1/2", "n1/4"}},
+		{Name: "failed", Query: conds(cond("network.result", store.OpEq, "failed")), Want: []string{"n1/4"}},
+		{Name: "family ipv6", Query: conds(cond("network.family", store.OpEq, "ipv6")), Want: []string{"n1/4"}},
+		{Name: "dst ip", Query: conds(cond("network.dst_ip", store.OpEq, "192.0.2.7")), Want: []string{"n1/5"}},
+		{Name: "dst ip prefix", Query: conds(cond("network.dst_ip", store.OpPrefix, "127.")), Want: []string{"n1/2", "n1/3"}},
+		{Name: "src port gt", Query: conds(cond("network.src_port", store.OpGt, "40000")), Want: []string{"n1/4"}},
+		{Name: "inbound by pid", Query: conds(cond("network.direction", store.OpEq, "inbound"), cond("process.pid", store.OpEq, "100")), Want: []string{"n1/3"}},
+		{Name: "protocol", Query: conds(cond("network.protocol", store.OpEq, "tcp")), Want: []string{"n1/1", "n1/2", "n1/3", "n1/4", "n1/5"}},
+		{Name: "ne includes non-network", Query: conds(cond("network.dst_port", store.OpNe, "8080")), Want: []string{"n1/5", "n1/6"}},
+		{Name: "port not a number", Query: conds(cond("network.dst_port", store.OpEq, "http")), Err: store.ErrBadQuery},
+		{Name: "port contains", Query: conds(cond("network.dst_port", store.OpContains, "80")), Err: store.ErrBadQuery},
+		{Name: "sql in value", Query: conds(cond("network.dst_ip", store.OpEq, "'; DROP TABLE events; --")), Want: nil},
+	}
+}

@@ -457,6 +457,40 @@ func TestEventStore(t *testing.T, openErr func(dir string) (store.EventStore, er
 			t.Fatalf("count = %d, want 2000", n)
 		}
 	})
+
+	t.Run("Network", func(t *testing.T) {
+		s := open(t, t.TempDir())
+		t.Cleanup(func() { s.Close() })
+		for _, tenant := range []string{"a", "b"} {
+			if err := s.Append(ctx, tenant, NetFixture()); err != nil {
+				t.Fatalf("append %s: %v", tenant, err)
+			}
+		}
+		for _, tc := range NetQueryCases() {
+			t.Run(tc.Name, func(t *testing.T) {
+				q := tc.Query
+				q.Tenant = "a"
+				got, err := s.Query(ctx, q)
+				if tc.Err != nil {
+					if !errors.Is(err, tc.Err) {
+						t.Fatalf("err = %v, want %v", err, tc.Err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if k := Keys(got); !slices.Equal(k, tc.Want) {
+					t.Fatalf("got %v, want %v", k, tc.Want)
+				}
+				for _, ev := range got {
+					if ev.Process == nil || (ev.Network == nil) != (ev.Type == schema.ProcessExec) {
+						t.Fatalf("%s/%d lost its network or process part: %+v", ev.HostID, ev.Seq, ev)
+					}
+				}
+			})
+		}
+	})
 }
 
 func mustCount(t *testing.T, s store.EventStore, tenant string) int64 {
