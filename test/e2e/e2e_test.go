@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -510,6 +511,88 @@ func TestServerDiskFull(t *testing.T) {
 	}
 	e.countExactlyOnce(during, execs, 90*time.Second)
 	e.countExactlyOnce(before, 50, 5*time.Second)
+	e.agent.stop()
+	e.server.stop()
+}
+
+// TestConnectQueryableWithProcess makes a TCP connect from a command on the
+// host and finds it through the CLI with the command, its parent and lineage,
+// and the accept on the other side attributed to this test.
+func TestConnectQueryableWithProcess(t *testing.T) {
+	e := newEnv(t)
+	e.startServer()
+	e.startAgent(true)
+
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	b, err := os.ReadFile("/bin/bash")
+	if err != nil {
+		t.Skipf("no bash for /dev/tcp: %v", err)
+	}
+	exe := filepath.Join(e.dir, "e2e-connector")
+	if err := os.WriteFile(exe, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf(`exec 3<>/dev/tcp/127.0.0.1/%d`, port)
+	if out, err := exec.Command("/bin/sh", "-c", `"$0" -c "$1"`, exe, script).CombinedOutput(); err != nil {
+		t.Fatalf("connect: %v: %s", err, out)
+	}
+	where := fmt.Sprintf("network.dst_port=%d", port)
+	var ev schema.Event
+	waitFor(t, 15*time.Second, "the connect to be queryable", func() bool {
+		evs := e.events("--type", "network_connect", "--where", where)
+		if len(evs) == 1 {
+			ev = evs[0]
+			return true
+		}
+		return false
+	})
+	n := ev.Network
+	if n == nil || n.Family != "ipv4" || n.Protocol != "tcp" || n.Direction != "outbound" || n.Result != "established" ||
+		n.DstIP != "127.0.0.1" || n.SrcIP != "127.0.0.1" || n.SrcPort == 0 || n.Count != 1 {
+		t.Errorf("network = %+v", n)
+	}
+	p := ev.Process
+	if p == nil || p.Exe != exe || !slices.Contains(p.Args, script) {
+		t.Fatalf("process = %+v, want %s running %q", p, exe, script)
+	}
+	if ev.Parent == nil || !strings.HasSuffix(ev.Parent.Exe, "sh") {
+		t.Errorf("parent = %+v, want the shell", ev.Parent)
+	}
+	out, err := e.cli("tree", p.EntityID, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tree struct {
+		Ancestors []schema.Process `json:"ancestors"`
+	}
+	if err := json.Unmarshal([]byte(out), &tree); err != nil {
+		t.Fatalf("tree --json: %v\n%s", err, out)
+	}
+	if len(tree.Ancestors) < 2 || tree.Ancestors[0].PID != 1 {
+		t.Errorf("lineage does not reach pid 1: %+v", tree.Ancestors)
+	}
+	waitFor(t, 15*time.Second, "the accept to be queryable", func() bool {
+		for _, a := range e.events("--type", "network_accept", "--where", where) {
+			if a.Process != nil && a.Process.PID == uint32(os.Getpid()) && a.Network.SrcPort == n.SrcPort {
+				return true
+			}
+		}
+		return false
+	})
 	e.agent.stop()
 	e.server.stop()
 }
