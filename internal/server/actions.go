@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strconv"
@@ -122,6 +123,9 @@ func checkActionParams(typ string, raw json.RawMessage) (string, error) {
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&p); err != nil {
 			return "", bad("kill params: %v", err)
+		}
+		if _, err := dec.Token(); err != io.EOF {
+			return "", bad("kill params: trailing data after the JSON object")
 		}
 		_, pid, _, err := schema.ParseEntityID(p.EntityID)
 		if err != nil {

@@ -327,7 +327,7 @@ func (i *Isolator) Restore(ctx context.Context) error {
 	}
 	if !st.Isolated {
 		err := i.nft(ctx, releaseScript())
-		if errors.Is(err, exec.ErrNotFound) {
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			err = nil // no nft, so no table to remove
 		}
 		return i.setErr(err)

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -194,4 +195,8 @@ func FuzzParseResolvConf(f *testing.F) {
 			}
 		}
 	})
+}
+
+func writeRaw(dir, s string) error {
+	return os.WriteFile(filepath.Join(dir, IsolationFile), []byte(s), 0o600)
 }
