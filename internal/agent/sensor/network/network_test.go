@@ -3,6 +3,7 @@ package network
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // TestMain lets the test binary double as a helper process:
@@ -29,7 +31,36 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if err := loopbackUp(); err != nil {
+		fmt.Fprintln(os.Stderr, "bring up lo:", err)
+	}
 	os.Exit(m.Run())
+}
+
+// loopbackUp sets lo up: the QEMU guest of scripts/test-kernels.sh boots
+// with it down, and every test here talks over loopback.
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	if ifr.Uint16()&unix.IFF_UP != 0 {
+		return nil
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		return err
+	}
+	time.Sleep(100 * time.Millisecond) // ::1 becomes usable after DAD-free setup
+	return nil
 }
 
 type collector struct {
