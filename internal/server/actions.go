@@ -320,7 +320,9 @@ func (s *Server) handleActionPoll(w http.ResponseWriter, r *http.Request) {
 		woken := s.acts.waitCh(key)
 		s.expireActions(ctx)
 		now := time.Now().UTC()
-		acts, err := s.state.DeliverActions(ctx, h.Tenant, h.ID, now)
+		again := p.First
+		p.First = false // redeliver once per agent run
+		acts, err := s.state.DeliverActions(ctx, h.Tenant, h.ID, now, again)
 		if err != nil {
 			writeAgentErr(w, fmt.Errorf("deliver actions: %w", err))
 			return
@@ -329,7 +331,7 @@ func (s *Server) handleActionPoll(w http.ResponseWriter, r *http.Request) {
 			out := wire.ActionPollResponse{Actions: make([]wire.Action, 0, len(acts))}
 			for _, a := range acts {
 				s.audit(ctx, store.AuditEntry{Tenant: h.Tenant, Actor: "agent:" + h.ID, Action: "action.delivered", Target: h.ID,
-					Detail: fmt.Sprintf("id=%s type=%s boot_id=%s", a.ID, a.Type, p.BootID)})
+					Detail: fmt.Sprintf("id=%s type=%s boot_id=%s first_poll=%v", a.ID, a.Type, p.BootID, again)})
 				out.Actions = append(out.Actions, wire.Action{ID: a.ID, Type: a.Type, Params: json.RawMessage(a.Params),
 					Reason: a.Reason, ExpiresAt: a.ExpiresAt.Format(time.RFC3339)})
 			}

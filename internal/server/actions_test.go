@@ -237,6 +237,14 @@ func TestActions(t *testing.T) {
 		if len(got.Actions) != 1 || got.Actions[0].ID != "wait1" {
 			t.Fatalf("poll after reconnect: %+v", got)
 		}
+		// It "restarts" before reporting: its first poll gets every
+		// unfinished action again (iso1, wait1), never the finished k1.
+		st, body, err := postJSON(ag.hc, env.url+wire.PathActionsPoll, wire.ActionPoll{First: true})
+		var again wire.ActionPollResponse
+		if err != nil || st != 200 || json.Unmarshal(body, &again) != nil || len(again.Actions) != 2 ||
+			again.Actions[0].ID != "iso1" || again.Actions[1].ID != "wait1" {
+			t.Fatalf("first poll after restart: %d %s %v", st, body, err)
+		}
 		list, err := ro.Actions(ctx, ag.hostID, "", 0)
 		if err != nil || len(list) != 4 || list[0].ID != "wait1" {
 			t.Fatalf("list: %+v %v", list, err)

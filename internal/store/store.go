@@ -242,8 +242,10 @@ type StateStore interface {
 	// unless hostID is empty), newest first; all if limit <= 0.
 	ListActions(ctx context.Context, tenant, hostID string, limit int) ([]Action, error)
 	// DeliverActions atomically marks the host's queued, unexpired actions
-	// delivered at now and returns them, oldest first.
-	DeliverActions(ctx context.Context, tenant, hostID string, now time.Time) ([]Action, error)
+	// delivered at now and returns them, oldest first. With again, actions
+	// delivered earlier but never finished are returned too (for an agent
+	// that restarted before reporting them).
+	DeliverActions(ctx context.Context, tenant, hostID string, now time.Time, again bool) ([]Action, error)
 	// FinishAction records the outcome (done or failed) of a delivered action
 	// of the host; ErrNotFound if the host has no such action, ErrBadState
 	// if it is not delivered.

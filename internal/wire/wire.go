@@ -222,6 +222,10 @@ const MaxPollWait = 25
 type ActionPoll struct {
 	BootID      string `json:"boot_id"`
 	WaitSeconds int    `json:"wait_seconds,omitempty"`
+	// First marks the first poll of an agent run: actions delivered to an
+	// earlier run but never finished are delivered again (every action
+	// type is safe to repeat: kill checks identity, isolation is a state).
+	First bool `json:"first,omitempty"`
 }
 
 // Action is one response action delivered to an agent.

@@ -46,9 +46,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		maxB = 30 * time.Second
 	}
 	backoff := minB
+	first := true
 	for ctx.Err() == nil {
 		var resp wire.ActionPollResponse
-		err := r.Client.Call(ctx, wire.PathActionsPoll, wire.ActionPoll{BootID: r.BootID, WaitSeconds: int(wait / time.Second)}, &resp)
+		err := r.Client.Call(ctx, wire.PathActionsPoll, wire.ActionPoll{BootID: r.BootID, WaitSeconds: int(wait / time.Second), First: first}, &resp)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -61,7 +62,7 @@ func (r *Runner) Run(ctx context.Context) error {
 			backoff = min(2*backoff, maxB)
 			continue
 		}
-		backoff = minB
+		backoff, first = minB, false
 		for _, a := range resp.Actions {
 			res := r.Execute(ctx, a)
 			r.Log.Info("action executed", "id", a.ID, "type", a.Type, "state", res.State, "error", res.Error)

@@ -110,15 +110,15 @@ func (s *StateStore) ListActions(ctx context.Context, tenant, hostID string, lim
 }
 
 // DeliverActions marks the host's queued, unexpired actions delivered.
-func (s *StateStore) DeliverActions(ctx context.Context, tenant, hostID string, now time.Time) ([]store.Action, error) {
+func (s *StateStore) DeliverActions(ctx context.Context, tenant, hostID string, now time.Time, again bool) ([]store.Action, error) {
 	tx, err := s.db.w.BeginTx(ctx, nil)
 	if err != nil {
 		return nil, fmt.Errorf("deliver actions: %w", err)
 	}
 	defer tx.Rollback()
 	rows, err := tx.QueryContext(ctx, `SELECT `+actionCols+` FROM actions
-		WHERE tenant = ? AND host_id = ? AND state = 'queued' AND (expires_at = 0 OR expires_at > ?)
-		ORDER BY created, rowid`, tenant, hostID, toNs(now))
+		WHERE tenant = ? AND host_id = ? AND (state = 'queued' AND (expires_at = 0 OR expires_at > ?) OR state = 'delivered' AND ?)
+		ORDER BY created, rowid`, tenant, hostID, toNs(now), again)
 	if err != nil {
 		return nil, fmt.Errorf("deliver actions: %w", err)
 	}

@@ -53,12 +53,19 @@ func testActions(t *testing.T, s store.StateStore) {
 		t.Fatalf("expired twice: %+v", exp)
 	}
 
-	del, err := s.DeliverActions(ctx, "a", "h1", now.Add(time.Minute))
+	del, err := s.DeliverActions(ctx, "a", "h1", now.Add(time.Minute), false)
 	if err != nil || len(del) != 2 || del[0].ID != "a1" || del[1].ID != "a2" || del[0].State != "delivered" {
 		t.Fatalf("deliver: %+v %v", del, err)
 	}
-	if del, _ := s.DeliverActions(ctx, "a", "h1", now.Add(time.Minute)); len(del) != 0 {
+	if del, _ := s.DeliverActions(ctx, "a", "h1", now.Add(time.Minute), false); len(del) != 0 {
 		t.Fatalf("delivered twice: %+v", del)
+	}
+	// A restarted agent gets its unfinished actions again, never another host's.
+	if del, _ := s.DeliverActions(ctx, "a", "h1", now.Add(90*time.Second), true); len(del) != 2 || del[0].ID != "a1" || !del[0].Delivered.Equal(now.Add(90*time.Second)) {
+		t.Fatalf("redelivery: %+v", del)
+	}
+	if del, _ := s.DeliverActions(ctx, "a", "h9", now, true); len(del) != 0 {
+		t.Fatalf("redelivery to another host: %+v", del)
 	}
 	// Tenant b's a1 is still queued.
 	if bg, _ := s.GetAction(ctx, "b", "a1"); bg.State != "queued" {
@@ -85,7 +92,7 @@ func testActions(t *testing.T, s store.StateStore) {
 		t.Fatal(err)
 	}
 	got, _ = s.GetAction(ctx, "a", "a1")
-	if got.State != "done" || !got.Finished.Equal(now.Add(2*time.Minute)) || !got.Delivered.Equal(now.Add(time.Minute)) {
+	if got.State != "done" || !got.Finished.Equal(now.Add(2*time.Minute)) || !got.Delivered.Equal(now.Add(90*time.Second)) {
 		t.Fatalf("after finish: %+v", got)
 	}
 
