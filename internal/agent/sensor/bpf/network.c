@@ -17,7 +17,8 @@
  *     (SYN_RECV->ESTABLISHED runs in softirq before anyone accepts.)
  *
  * Dedup rule: connect and accept events are keyed by (process, kind,
- * result, family, remote address, server port). The first event of a key is
+ * result, family, client address, server address, server port): everything
+ * but the client's ephemeral port. The first event of a key is
  * sent; repeats only count up in the "flows" map. User space ends a key's
  * window (LookupAndDelete) once it is older than the window and reports the
  * repeat count as a summary event. Listen events are not deduplicated.
@@ -84,7 +85,8 @@ struct flow_key {
 	__u16 port; /* server port */
 	__u16 _pad2;
 	__u32 _pad3;
-	__u8 addr[16]; /* remote address */
+	__u8 caddr[16]; /* client address */
+	__u8 saddr[16]; /* server address */
 };
 
 struct flow_val {
@@ -201,7 +203,8 @@ static __always_inline int seen(struct net_event *e)
 	k.result = e->result;
 	k.family = e->family;
 	k.port = e->dport;
-	__builtin_memcpy(k.addr, e->kind == KIND_ACCEPT ? e->saddr : e->daddr, 16);
+	__builtin_memcpy(k.caddr, e->saddr, 16);
+	__builtin_memcpy(k.saddr, e->daddr, 16);
 	v = bpf_map_lookup_elem(&flows, &k);
 	if (v) {
 		__sync_fetch_and_add(&v->count, 1);

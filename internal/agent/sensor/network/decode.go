@@ -77,12 +77,14 @@ func flowEvent(k *networkFlowKey, v *networkFlowVal) (Event, error) {
 	if kind != KindConnect && kind != KindAccept {
 		return Event{}, fmt.Errorf("flow: %w %d", errKind, kind)
 	}
-	var remote netip.Addr
+	var client, server netip.Addr
 	switch k.Family {
 	case afInet:
-		remote = netip.AddrFrom4([4]byte(k.Addr[:4]))
+		client = netip.AddrFrom4([4]byte(k.Caddr[:4]))
+		server = netip.AddrFrom4([4]byte(k.Saddr[:4]))
 	case afInet6:
-		remote = netip.AddrFrom16(k.Addr)
+		client = netip.AddrFrom16(k.Caddr)
+		server = netip.AddrFrom16(k.Saddr)
 	default:
 		return Event{}, fmt.Errorf("flow: %w %d", errFamily, k.Family)
 	}
@@ -91,12 +93,7 @@ func flowEvent(k *networkFlowKey, v *networkFlowVal) (Event, error) {
 		BootNs: v.Last, FirstBootNs: v.First,
 		PID: k.Pid, StartBootNs: k.Start,
 		Count: v.Count, Summary: true,
-	}
-	if kind == KindConnect {
-		ev.Dst = netip.AddrPortFrom(remote, k.Port)
-	} else {
-		ev.Src = netip.AddrPortFrom(remote, 0)
-		ev.Dst = netip.AddrPortFrom(netip.Addr{}, k.Port)
+		Src: netip.AddrPortFrom(client, 0), Dst: netip.AddrPortFrom(server, k.Port),
 	}
 	return ev, nil
 }

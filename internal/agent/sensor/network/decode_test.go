@@ -86,13 +86,14 @@ func TestDecodeHostile(t *testing.T) {
 }
 
 func TestFlowEvent(t *testing.T) {
-	k := networkFlowKey{Pid: 3, Kind: 1, Result: 1, Family: afInet6, Start: 8, Port: 80, Addr: netip.MustParseAddr("::1").As16()}
+	k := networkFlowKey{Pid: 3, Kind: 1, Result: 1, Family: afInet6, Start: 8, Port: 80,
+		Caddr: netip.MustParseAddr("::2").As16(), Saddr: netip.MustParseAddr("::1").As16()}
 	ev, err := flowEvent(&k, &networkFlowVal{First: 1, Last: 2, Count: 41})
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := Event{Kind: KindConnect, Protocol: 6, Failed: true, BootNs: 2, FirstBootNs: 1, PID: 3, StartBootNs: 8,
-		Count: 41, Summary: true, Dst: netip.MustParseAddrPort("[::1]:80")}
+		Count: 41, Summary: true, Src: netip.MustParseAddrPort("[::2]:0"), Dst: netip.MustParseAddrPort("[::1]:80")}
 	if ev != want {
 		t.Errorf("flowEvent:\n got %+v\nwant %+v", ev, want)
 	}

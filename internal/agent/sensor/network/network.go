@@ -19,7 +19,8 @@
 // listens on that port alike.
 //
 // Dedup rule: connects and accepts are keyed in the kernel by (process,
-// kind, result, family, remote address, server port). The first event of a
+// kind, result, family, client address, server address and port: all but
+// the client's ephemeral port). The first event of a
 // key is delivered at once (Count 1); repeats within the window only count
 // up, and once the key is older than Options.Window, Run removes it and
 // delivers one summary event (Summary true, Count = the repeats) if there

@@ -29,7 +29,8 @@ type networkFlowKey struct {
 	Port   uint16
 	Pad2   uint16
 	Pad3   uint32
-	Addr   [16]uint8
+	Caddr  [16]uint8
+	Saddr  [16]uint8
 }
 
 type networkFlowVal struct {
