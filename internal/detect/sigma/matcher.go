@@ -39,9 +39,16 @@ var ErrUnmappedField = errors.New("unmapped field")
 type UnmappedFieldError struct {
 	Field     string
 	LogSource LogSource
+	// Reason says why the mapping cannot provide the field, for reports.
+	Reason string
 }
 
-func (e *UnmappedFieldError) Error() string { return fmt.Sprintf("unmapped field %q", e.Field) }
+func (e *UnmappedFieldError) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("unmapped field %q: %s", e.Field, e.Reason)
+	}
+	return fmt.Sprintf("unmapped field %q", e.Field)
+}
 
 // Is makes errors.Is(err, ErrUnmappedField) true.
 func (e *UnmappedFieldError) Is(target error) bool { return target == ErrUnmappedField }
