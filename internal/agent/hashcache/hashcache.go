@@ -203,10 +203,13 @@ func (c *Cache) Hash(pid uint32, path string, key Key, wait time.Duration, late 
 			return schema.FileHash{Size: key.Size, Status: StatusError}
 		}
 		if other, ok := c.inflight[key]; ok {
-			// Lost a race with another caller for the same key.
+			// Lost a race with another caller for the same key: this
+			// call shares that job after all, and was no extra miss.
 			c.mu.Unlock()
 			f.Close()
 			j = other
+			c.misses.Add(^uint64(0))
+			c.shared.Add(1)
 		} else {
 			select {
 			case c.queue <- j:
