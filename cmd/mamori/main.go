@@ -51,6 +51,8 @@ commands:
                 kill a process (and its descendants) by identity
   actions [HOST]
                 list response actions and their outcomes
+  rules check DIR
+                load every Sigma rule under DIR; report which Mamori can evaluate and why not
   version       print the version
 
 Client commands take --data DIR (or MAMORI_DATA) on the server's machine,
@@ -104,6 +106,11 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return cmdAction(ctx, args[0], args[1:], stdout, stderr)
 	case "actions":
 		return cmdActions(ctx, args[1:], stdout, stderr)
+	case "rules":
+		if len(args) < 2 || args[1] != "check" {
+			return usageError{"want: mamori rules check DIR [--json]"}
+		}
+		return cmdRulesCheck(args[2:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "mamori %s\n", version.Version)
 		return nil
