@@ -2,13 +2,13 @@ module github.com/mamori-edr/mamori
 
 go 1.26.0
 
-require golang.org/x/sys v0.50.0
-
 require (
-	golang.org/x/net v0.61.0 // indirect
-	golang.org/x/text v0.43.0 // indirect
-	gopkg.in/yaml.v3 v3.0.1 // indirect
+	golang.org/x/net v0.61.0
+	golang.org/x/sys v0.50.0
+	gopkg.in/yaml.v3 v3.0.1
 )
+
+require golang.org/x/text v0.43.0 // indirect
 
 require (
 	github.com/apache/arrow-go/v18 v18.5.1 // indirect
