@@ -52,10 +52,13 @@ func matches(t *testing.T, rule string, ev *schema.Event) bool {
 }
 
 func TestSigmaHQRulesFire(t *testing.T) {
-	read := func(p string) string {
+	if _, err := os.Stat(sharedSigma); err != nil {
+		t.Skipf("shared Sigma rules not present: %v", err)
+	}
+	read := func(t *testing.T, p string) string {
 		b, err := os.ReadFile(filepath.Join(sharedSigma, p))
 		if err != nil {
-			t.Skipf("shared Sigma rules not present: %v", err)
+			t.Fatal(err)
 		}
 		return string(b)
 	}
@@ -76,7 +79,7 @@ func TestSigmaHQRulesFire(t *testing.T) {
 			execEvent("/usr/bin/dd", []string{"dd", "if=/dev/zero", "of=/tmp/x"}, "/bin/bash", nil), false},
 	} {
 		t.Run(filepath.Base(tc.rule), func(t *testing.T) {
-			if got := matches(t, read(tc.rule), tc.ev); got != tc.want {
+			if got := matches(t, read(t, tc.rule), tc.ev); got != tc.want {
 				t.Errorf("match = %v, want %v for %v", got, tc.want, tc.ev.Process.Args)
 			}
 		})
