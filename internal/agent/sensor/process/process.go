@@ -31,10 +31,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/mamori-edr/mamori/internal/agent/sensor"
 )
@@ -51,8 +49,8 @@ const (
 
 // Hook modes reported in Stats().Mode.
 const (
-	ModeTPBTF = "tp_btf"
-	ModeRawTP = "raw_tp"
+	ModeTPBTF = sensor.ModeTPBTF
+	ModeRawTP = sensor.ModeRawTP
 )
 
 // hook names, indexed like HOOK_* in bpf/process.c.
@@ -160,34 +158,7 @@ func Open(opts Options) (*Sensor, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
-		return nil, fmt.Errorf("process sensor: ring buffer: %w", err)
-	}
-	// Before 5.11 locked memory limits BPF maps; later kernels ignore it.
-	if err := rlimit.RemoveMemlock(); err != nil {
-		return nil, fmt.Errorf("process sensor: memlock rlimit: %w", err)
-	}
-
-	var errBTF error
-	if !opts.ForceRawTP {
-		s, err := openMode(opts, ModeTPBTF)
-		if err == nil {
-			return s, nil
-		}
-		errBTF = err
-	}
-	s, err := openMode(opts, ModeRawTP)
-	if err == nil {
-		return s, nil
-	}
-	if errBTF != nil {
-		err = fmt.Errorf("%w (after tp_btf: %v)", err, errBTF)
-	}
-	if errors.Is(err, os.ErrPermission) && os.Geteuid() == 0 {
-		// Root and still refused: the kernel (lockdown, LSM) forbids it.
-		return nil, fmt.Errorf("process sensor: kernel refused both modes: %w: %w", ebpf.ErrNotSupported, err)
-	}
-	return nil, fmt.Errorf("process sensor: %w", err)
+	return sensor.OpenBest("process sensor", opts.ForceRawTP, func(mode string) (*Sensor, error) { return openMode(opts, mode) })
 }
 
 func openMode(opts Options, mode string) (*Sensor, error) {
