@@ -20,10 +20,12 @@ fi
 # --- apt packages -----------------------------------------------------------
 pkgs=(ca-certificates curl unzip make gcc git file)
 # clang/libbpf/bpftool regenerate the eBPF objects (committed, so only CI's
-# "generate and diff" check needs them); nftables/iproute2 for response tests.
+# "generate and diff" check needs them).
 pkgs+=(clang llvm libbpf-dev bpftool)
+# The agent isolates a host with nft.
+pkgs+=(nftables)
 if [[ $want_test -eq 1 ]]; then
-	pkgs+=(iproute2 nftables util-linux procps qemu-system-x86 busybox-static cpio tinyproxy)
+	pkgs+=(iproute2 util-linux procps qemu-system-x86 busybox-static cpio tinyproxy)
 fi
 missing=()
 for p in "${pkgs[@]}"; do
