@@ -15,21 +15,19 @@ for pkg in $(go list ./...); do
 	for name in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go | sed 's/^func //' | sort -u); do
 		count=$((count + 1))
 		echo "fuzz: $pkg $name ($t)"
-		# Go 1.26's fuzz coordinator can report "context deadline exceeded"
-		# when -fuzztime ends while a worker is busy (go.dev/issue/75804),
-		# with no failing input. A real finding always writes one: retry
-		# only the bare deadline report, at most twice.
-		for try in 1 2 3; do
-			if go test -run='^$' -fuzz="^${name}\$" -fuzztime="$t" "$pkg" >"$log" 2>&1; then
-				break
+		# Go 1.26's fuzz coordinator often reports "context deadline
+		# exceeded" when -fuzztime ends while a worker is busy
+		# (go.dev/issue/75804, fixed in Go 1.27), with no failing input. A
+		# real finding always writes its input ("Failing input written"),
+		# and a crash prints a panic: only the bare deadline report counts
+		# as a completed run.
+		if ! go test -run='^$' -fuzz="^${name}\$" -fuzztime="$t" "$pkg" >"$log" 2>&1; then
+			if grep -q 'context deadline exceeded' "$log" && ! grep -qE 'Failing input written|panic:' "$log"; then
+				echo "fuzz: $name ran its time; Go's coordinator reported its end-of-run deadline race (no failing input)"
+			else
+				echo "fuzz: FAIL $pkg $name"; tail -30 "$log"; fail=1
 			fi
-			if [[ $try -lt 3 ]] && grep -q 'context deadline exceeded' "$log" && ! grep -q 'Failing input written' "$log"; then
-				echo "fuzz: $name: coordinator deadline race without a failing input; running it again"
-				continue
-			fi
-			echo "fuzz: FAIL $pkg $name"; tail -30 "$log"; fail=1
-			break
-		done
+		fi
 	done
 done
 echo "fuzz: $count targets, $([ $fail -eq 0 ] && echo ok || echo FAILED)"
