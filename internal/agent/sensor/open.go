@@ -51,3 +51,23 @@ func OpenBest[S any](name string, forceRawTP bool, open func(mode string) (S, er
 	}
 	return zero, fmt.Errorf("%s: %w", name, err)
 }
+
+// SumDrops adds up a sensor's per-CPU drop counters (a per-CPU array with
+// one u64 per hook, indexed like hooks) into dst by hook name. A counter
+// that cannot be read is left as it is in dst.
+func SumDrops(m *ebpf.Map, hooks []string, dst map[string]uint64) {
+	if m == nil {
+		return
+	}
+	var per []uint64
+	for i, name := range hooks {
+		if err := m.Lookup(uint32(i), &per); err != nil {
+			continue
+		}
+		var sum uint64
+		for _, c := range per {
+			sum += c
+		}
+		dst[name] = sum
+	}
+}

@@ -382,19 +382,7 @@ func (s *Sensor) Stats() sensor.Stats {
 		st.Dropped[name] = 0
 	}
 	st.Events["flow_summary"] = s.sums.Load()
-	if s.objs.Drops != nil {
-		var per []networkDropCounter
-		for i, name := range hookNames {
-			if err := s.objs.Drops.Lookup(uint32(i), &per); err != nil {
-				continue
-			}
-			var sum uint64
-			for _, c := range per {
-				sum += c.Dropped
-			}
-			st.Dropped[name] = sum
-		}
-	}
+	sensor.SumDrops(s.objs.Drops, hookNames[:], st.Dropped)
 	if n := s.bad.Load(); n > 0 {
 		st.Dropped["malformed"] = n
 	}

@@ -281,19 +281,7 @@ func (s *Sensor) Stats() sensor.Stats {
 		st.Events[name] = s.events[i].Load()
 		st.Dropped[name] = 0
 	}
-	if s.objs.Drops != nil {
-		var per []processDropCounter
-		for i, name := range hookNames {
-			if err := s.objs.Drops.Lookup(uint32(i), &per); err != nil {
-				continue
-			}
-			var sum uint64
-			for _, c := range per {
-				sum += c.Dropped
-			}
-			st.Dropped[name] = sum
-		}
-	}
+	sensor.SumDrops(s.objs.Drops, hookNames[:], st.Dropped)
 	if n := s.malformed.Load(); n > 0 {
 		st.Dropped["malformed"] = n
 	}
