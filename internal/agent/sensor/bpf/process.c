@@ -195,10 +195,12 @@ static __always_inline void submit(struct scratch *s, __u32 tail, __u32 hook)
 
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
 
-	/* Wake on crossing the mark only: above it the reader is already
-	 * busy draining and more wakeups would only cost IPIs. A crossing
-	 * lost to a race is caught by the reader's poll timer. */
-	if (avail < wakeup_bytes && avail + size >= wakeup_bytes)
+	/* Wake when the queued data crosses a multiple of the mark, not on
+	 * every event (an IPI each). Every multiple, not only the first: two
+	 * CPUs racing past the first mark can both see themselves below it,
+	 * and the reader must not then sleep until its poll timer while the
+	 * ring fills and drops. */
+	if (avail / wakeup_bytes != (avail + size) / wakeup_bytes)
 		flags = BPF_RB_FORCE_WAKEUP;
 	if (bpf_ringbuf_output(&events, &s->h, size, flags))
 		count_drop(hook);

@@ -201,6 +201,13 @@ func openMode(opts Options, mode string) (*Sensor, error) {
 		}
 		s.objs = loaded(o)
 	}
+	// The reader listens before the first program runs: a wake-up sent
+	// before it listened would be lost until the poll timer.
+	s.rd, err = ringbuf.NewReader(s.objs.Events)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("ring reader: %w", err)
+	}
 	progs := [3]*ebpf.Program{s.objs.Exec, s.objs.Fork, s.objs.Exit}
 	for i, p := range progs {
 		var l link.Link
@@ -216,11 +223,6 @@ func openMode(opts Options, mode string) (*Sensor, error) {
 		}
 		s.links = append(s.links, l)
 		s.hooks = append(s.hooks, mode+"/"+hookNames[i])
-	}
-	s.rd, err = ringbuf.NewReader(s.objs.Events)
-	if err != nil {
-		s.Close()
-		return nil, fmt.Errorf("ring reader: %w", err)
 	}
 	return s, nil
 }
