@@ -245,20 +245,9 @@ func TestEventStore(t *testing.T, openErr func(dir string) (store.EventStore, er
 		s := fixture(t)
 		for _, tc := range QueryCases() {
 			t.Run(tc.Name, func(t *testing.T) {
-				q := tc.Query
-				q.Tenant = "a"
-				got, err := s.Query(ctx, q)
-				if tc.Err != nil {
-					if !errors.Is(err, tc.Err) {
-						t.Fatalf("err = %v, want %v", err, tc.Err)
-					}
+				got, ok := runQuery(t, s, tc, "a")
+				if !ok {
 					return
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				if keys := Keys(got); !slices.Equal(keys, tc.Want) {
-					t.Fatalf("got %v\nwant %v", keys, tc.Want)
 				}
 				for _, e := range got {
 					if e.Tenant != "a" || (e.Process != nil && e.Process.User == "tenant-b") {
@@ -266,19 +255,13 @@ func TestEventStore(t *testing.T, openErr func(dir string) (store.EventStore, er
 					}
 				}
 				// The same query for tenant b returns b's copy, never a's.
-				q.Tenant = "b"
-				gotB, err := s.Query(ctx, q)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if keys := Keys(gotB); !slices.Equal(keys, tc.Want) {
-					t.Fatalf("tenant b: got %v want %v", keys, tc.Want)
-				}
+				gotB, _ := runQuery(t, s, tc, "b")
 				for _, e := range gotB {
 					if e.Tenant != "b" {
 						t.Fatalf("tenant b got %+v", e)
 					}
 				}
+				q := tc.Query
 				q.Tenant = "nobody"
 				if got, err := s.Query(ctx, q); err != nil || len(got) != 0 {
 					t.Fatalf("unknown tenant: %d events, %v", len(got), err)
@@ -468,20 +451,9 @@ func TestEventStore(t *testing.T, openErr func(dir string) (store.EventStore, er
 		}
 		for _, tc := range NetQueryCases() {
 			t.Run(tc.Name, func(t *testing.T) {
-				q := tc.Query
-				q.Tenant = "a"
-				got, err := s.Query(ctx, q)
-				if tc.Err != nil {
-					if !errors.Is(err, tc.Err) {
-						t.Fatalf("err = %v, want %v", err, tc.Err)
-					}
+				got, ok := runQuery(t, s, tc, "a")
+				if !ok {
 					return
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				if k := Keys(got); !slices.Equal(k, tc.Want) {
-					t.Fatalf("got %v, want %v", k, tc.Want)
 				}
 				for _, ev := range got {
 					if ev.Process == nil || (ev.Network == nil) != (ev.Type == schema.ProcessExec) {
@@ -491,6 +463,28 @@ func TestEventStore(t *testing.T, openErr func(dir string) (store.EventStore, er
 			})
 		}
 	})
+}
+
+// runQuery runs tc's query as tenant and checks its error or its keys. It
+// returns the events and true, or false when tc expects an error.
+func runQuery(t *testing.T, s store.EventStore, tc QueryCase, tenant string) ([]schema.Event, bool) {
+	t.Helper()
+	q := tc.Query
+	q.Tenant = tenant
+	got, err := s.Query(context.Background(), q)
+	if tc.Err != nil {
+		if !errors.Is(err, tc.Err) {
+			t.Fatalf("err = %v, want %v", err, tc.Err)
+		}
+		return nil, false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if keys := Keys(got); !slices.Equal(keys, tc.Want) {
+		t.Fatalf("got %v\nwant %v", keys, tc.Want)
+	}
+	return got, true
 }
 
 func mustCount(t *testing.T, s store.EventStore, tenant string) int64 {
