@@ -4,9 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 )
 
@@ -70,4 +73,25 @@ func SumDrops(m *ebpf.Map, hooks []string, dst map[string]uint64) {
 		}
 		dst[name] = sum
 	}
+}
+
+// Teardown is the shutdown every ring-buffer sensor shares: detach the
+// programs, close the reader (which makes a running Run return), wait for
+// Run to leave the reader (runMu), then free the maps. name prefixes the
+// error.
+func Teardown(name string, links []link.Link, rd *ringbuf.Reader, runMu *sync.Mutex, freeMaps func()) error {
+	var errs []error
+	for _, l := range links {
+		errs = append(errs, l.Close())
+	}
+	if rd != nil {
+		errs = append(errs, rd.Close())
+	}
+	runMu.Lock()
+	freeMaps()
+	runMu.Unlock()
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%s: close: %w", name, err)
+	}
+	return nil
 }

@@ -293,20 +293,7 @@ func (s *Sensor) Stats() sensor.Stats {
 // Close detaches the programs and frees the maps; a running Run returns.
 func (s *Sensor) Close() error {
 	s.closeOnce.Do(func() {
-		var errs []error
-		for _, l := range s.links {
-			errs = append(errs, l.Close())
-		}
-		if s.rd != nil {
-			errs = append(errs, s.rd.Close())
-		}
-		// Wait for Run to leave the reader before freeing the maps.
-		s.runMu.Lock()
-		s.objs.close()
-		s.runMu.Unlock()
-		if err := errors.Join(errs...); err != nil {
-			s.closeErr = fmt.Errorf("process sensor: close: %w", err)
-		}
+		s.closeErr = sensor.Teardown("process sensor", s.links, s.rd, &s.runMu, s.objs.close)
 	})
 	return s.closeErr
 }
